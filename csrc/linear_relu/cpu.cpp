@@ -1,0 +1,134 @@
+// CPU kernels of the linear_relu ops: each is one call of the packed GEMM in
+// common/cpu_gemm.h, with the ReLU mask and bias folded into its packing and
+// store. Inputs are read through their strides: no .contiguous() copies.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "../common/cpu_gemm.h"
+#include "linear_relu.h"
+
+namespace fastlayers {
+namespace {
+
+template <typename T>
+cpu::MatrixView<T> view_of(const at::Tensor& m) {
+  return {m.const_data_ptr<T>(), m.size(0), m.size(1), m.stride(0),
+          m.stride(1)};
+}
+
+// The bias in the accumulation type, as the GEMM epilogue reads it.
+template <typename T, typename Acc>
+std::vector<Acc> bias_in_acc(const at::Tensor& bias) {
+  std::vector<Acc> out(static_cast<size_t>(bias.size(0)));
+  const T* src = bias.const_data_ptr<T>();
+  for (size_t j = 0; j < out.size(); ++j)
+    out[j] = static_cast<Acc>(src[j * bias.stride(0)]);
+  return out;
+}
+
+at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias) {
+  check_linear_relu_args(input, weight, bias);
+  const bool has_bias = bias.has_value() && bias->defined();
+  at::Tensor out =
+      at::empty(with_last_dim(input, weight.size(0)), input.options());
+  if (out.numel() == 0) return out;
+  const at::Tensor x = as_matrix(input);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cpu", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        std::vector<Acc> b;
+        if (has_bias) b = bias_in_acc<scalar_t, Acc>(*bias);
+        // out[M,N] = x[M,K] @ weight.T[K,N]
+        cpu::gemm<scalar_t, Acc>(
+            view_of<scalar_t>(x), nullptr,
+            view_of<scalar_t>(weight).transposed(), out.data_ptr<scalar_t>(),
+            out.size(-1), {has_bias ? b.data() : nullptr, /*relu=*/true},
+            nullptr);
+      });
+  return out;
+}
+
+at::Tensor linear_relu_backward_input_cpu(const at::Tensor& grad_output,
+                                          const at::Tensor& output,
+                                          const at::Tensor& weight) {
+  check_linear_relu_backward_input_args(grad_output, output, weight);
+  at::Tensor grad_input =
+      at::empty(with_last_dim(output, weight.size(1)), output.options());
+  if (grad_input.numel() == 0) return grad_input;
+  const at::Tensor g = as_matrix(grad_output);
+  const at::Tensor o = as_matrix(output);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, output.scalar_type(),
+      "linear_relu_backward_input_cpu", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        // grad_input[M,K] = (g * (o > 0))[M,N] @ weight[N,K]
+        const auto mask = view_of<scalar_t>(o);
+        cpu::gemm<scalar_t, Acc>(view_of<scalar_t>(g), &mask,
+                                 view_of<scalar_t>(weight),
+                                 grad_input.data_ptr<scalar_t>(),
+                                 grad_input.size(-1), {}, nullptr);
+      });
+  return grad_input;
+}
+
+std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cpu(
+    const at::Tensor& grad_output, const at::Tensor& output,
+    const std::optional<at::Tensor>& input, bool bias_grad) {
+  check_linear_relu_backward_params_args(grad_output, output, input);
+  const bool weight_grad = input.has_value() && input->defined();
+  const int64_t N = output.size(-1);
+  const auto opts = output.options();
+  at::Tensor grad_weight =
+      weight_grad ? at::empty({N, input->size(-1)}, opts) : at::empty({0}, opts);
+  at::Tensor grad_bias = bias_grad ? at::empty({N}, opts) : at::empty({0}, opts);
+  if (!weight_grad && !bias_grad) return {grad_weight, grad_bias};
+
+  const at::Tensor g = as_matrix(grad_output);
+  const at::Tensor o = as_matrix(output);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, output.scalar_type(),
+      "linear_relu_backward_params_cpu", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        // Rows of the masked gradient's transpose, one per output feature:
+        // their sums are the bias gradient.
+        const auto gt = view_of<scalar_t>(g).transposed();
+        const auto mask_t = view_of<scalar_t>(o).transposed();
+        std::vector<Acc> sums(bias_grad ? static_cast<size_t>(N) : 0);
+        if (weight_grad) {
+          // grad_weight[N,K] = (g * (o > 0)).T[N,M] @ input[M,K]
+          const at::Tensor x = as_matrix(*input);
+          cpu::gemm<scalar_t, Acc>(gt, &mask_t, view_of<scalar_t>(x),
+                                   grad_weight.data_ptr<scalar_t>(),
+                                   grad_weight.size(1), {},
+                                   bias_grad ? sums.data() : nullptr);
+        } else {
+          at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
+            for (int64_t n = begin; n < end; ++n) {
+              Acc s = Acc(0);
+              for (int64_t m = 0; m < gt.cols; ++m)
+                if (cpu::relu_mask_on(mask_t(n, m)))
+                  s += static_cast<Acc>(gt(n, m));
+              sums[n] = s;
+            }
+          });
+        }
+        if (bias_grad) {
+          scalar_t* gb = grad_bias.data_ptr<scalar_t>();
+          for (int64_t n = 0; n < N; ++n) gb[n] = static_cast<scalar_t>(sums[n]);
+        }
+      });
+  return {grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastlayers, CPU, m) {
+  m.impl("linear_relu", &linear_relu_cpu);
+  m.impl("linear_relu_backward_input", &linear_relu_backward_input_cpu);
+  m.impl("linear_relu_backward_params", &linear_relu_backward_params_cpu);
+}
+
+}  // namespace fastlayers

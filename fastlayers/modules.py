@@ -1,0 +1,46 @@
+"""nn.Modules over the fused ops."""
+
+import math
+
+import torch
+from torch import nn
+
+from . import functional as F
+
+
+class FusedLinearReLU(nn.Module):
+    """``nn.Sequential(nn.Linear(in, out), nn.ReLU())`` as one fused op.
+
+    Same parameter names, shapes and default initialisation as ``nn.Linear``,
+    so state_dicts load both ways and ``nn.init`` / ``net.apply(...)`` work
+    on ``weight`` and ``bias`` as usual.
+    """
+
+    __constants__ = ["in_features", "out_features"]
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default: kaiming_uniform(a=sqrt(5)) for the weight,
+        # uniform(+-1/sqrt(fan_in)) for the bias.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_features
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.linear_relu(input, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

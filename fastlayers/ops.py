@@ -1,0 +1,69 @@
+"""Per op: the fake (meta) kernel torch.compile traces with. Schemas live in
+csrc/registration.cpp, real kernels and autograd in csrc/<op>/. The shape
+rules mirror csrc/<op>/<op>.h."""
+
+import torch
+
+from . import _library  # noqa: F401  (registers the ops before we attach to them)
+
+_lib = torch.ops.fastlayers
+
+
+def _check_float(op, name, t):
+    torch._check(
+        t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+        lambda: f"{op}: argument '{name}' must be a floating-point tensor "
+        f"(float16, bfloat16, float32 or float64), got {t.dtype}",
+    )
+
+
+def _check_like(op, name, t, ref_name, ref):
+    torch._check(
+        t.dtype == ref.dtype,
+        lambda: f"{op}: argument '{name}' has dtype {t.dtype} but '{ref_name}' has dtype {ref.dtype}",
+    )
+    torch._check(
+        t.device == ref.device,
+        lambda: f"{op}: argument '{name}' is on {t.device} but '{ref_name}' is on {ref.device}",
+    )
+
+
+# ---- linear_relu ---------------------------------------------------------
+
+
+@torch.library.register_fake("fastlayers::linear_relu")
+def _linear_relu_fake(input, weight, bias):
+    op = "fastlayers::linear_relu"
+    _check_float(op, "input", input)
+    _check_float(op, "weight", weight)
+    _check_like(op, "weight", weight, "input", input)
+    torch._check(weight.dim() == 2, lambda: f"{op}: argument 'weight' must be 2-D, got shape {tuple(weight.shape)}")
+    torch._check(input.dim() >= 1, lambda: f"{op}: argument 'input' must have at least 1 dimension")
+    torch._check(
+        input.shape[-1] == weight.shape[1],
+        lambda: f"{op}: input's last dimension ({input.shape[-1]}) must equal in_features = "
+        f"weight.size(1) ({weight.shape[1]})",
+    )
+    if bias is not None:
+        _check_float(op, "bias", bias)
+        _check_like(op, "bias", bias, "input", input)
+        torch._check(
+            bias.dim() == 1 and bias.shape[0] == weight.shape[0],
+            lambda: f"{op}: argument 'bias' must have shape [out_features] = [{weight.shape[0]}]",
+        )
+    return input.new_empty((*input.shape[:-1], weight.shape[0]))
+
+
+@torch.library.register_fake("fastlayers::linear_relu_backward_input")
+def _linear_relu_backward_input_fake(grad_output, output, weight):
+    torch._check(grad_output.shape == output.shape)
+    return output.new_empty((*output.shape[:-1], weight.shape[1]))
+
+
+@torch.library.register_fake("fastlayers::linear_relu_backward_params")
+def _linear_relu_backward_params_fake(grad_output, output, input, bias_grad):
+    torch._check(grad_output.shape == output.shape)
+    n = output.shape[-1]
+    grad_weight = output.new_empty((n, input.shape[-1]) if input is not None else (0,))
+    grad_bias = output.new_empty((n,) if bias_grad else (0,))
+    return grad_weight, grad_bias
