@@ -81,7 +81,9 @@ def extension():
     sources = ["csrc/registration.cpp"] + sorted(
         glob.glob("csrc/*/cpu.cpp") + glob.glob("csrc/*/autograd.cpp")
     )
-    cxx = ["-O0", "-g"] if debug else ["-O3"]
+    # -fopenmp turns at::parallel_for on (its OpenMP pragmas live in the
+    # headers); libgomp itself is the one torch already loaded.
+    cxx = (["-O0", "-g"] if debug else ["-O3"]) + ["-fopenmp"]
     args = dict(extra_compile_args={"cxx": cxx})
     if with_cuda:
         sources += sorted(glob.glob("csrc/*/cuda.cu"))

@@ -11,13 +11,13 @@
 // stored. Optionally the row sums of the (masked) A are produced in the same
 // pass: that is the bias gradient of a linear layer.
 //
-// Blocking follows the usual packed-GEMM recipe: B is packed once into
-// KC x NR panels, each task packs an MC x KC block of A into MR x KC panels
-// and runs an MR x NR register-blocked micro-kernel over them. The micro-
-// kernel uses AVX2+FMA when the processor has it (checked at run time) and a
-// portable loop otherwise. Work is split over (row block, column chunk)
-// tasks; a task owns its part of C across the whole reduction, so results do
-// not depend on the number of threads.
+// Blocking follows the usual packed-GEMM recipe: A and B are packed once
+// into KC x MR and KC x NR panels, and an MR x NR register-blocked micro-
+// kernel runs over them. The micro-kernel uses AVX-512 or AVX2+FMA when the
+// processor has them (checked at run time) and a portable loop otherwise.
+// Work is split over (row block, column chunk) tasks; a task owns its part
+// of C across the whole reduction, so results do not depend on the number
+// of threads.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -25,6 +25,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -54,17 +55,10 @@ struct Epilogue {
   bool relu = false;
 };
 
-// Register-block shape per accumulation type: MR rows x NR columns of C.
-template <typename Acc>
-struct Blocking;
-template <>
-struct Blocking<float> {
-  static constexpr int MR = 6, NR = 16, KC = 256, MC = 96;
-};
-template <>
-struct Blocking<double> {
-  static constexpr int MR = 6, NR = 8, KC = 256, MC = 48;
-};
+// Cache blocking: KC rows of the reduction per packed block; MC_PANELS
+// micro-panels of A per task.
+constexpr int64_t KC = 256;
+constexpr int64_t MC_PANELS = 12;
 
 // Stores an MR x NR tile: overwrite or accumulate into C, then bias and ReLU
 // (only on the last reduction block). `nan` survives ReLU as in torch.relu.
@@ -90,11 +84,10 @@ using MicroKernel = void (*)(int64_t kc, const Acc* a, const Acc* b, Acc* c,
                              int64_t ldc, int mr, int nr, bool accumulate,
                              const Acc* bias, bool relu);
 
-template <typename Acc>
+template <typename Acc, int MR, int NR>
 void micro_kernel_portable(int64_t kc, const Acc* a, const Acc* b, Acc* c,
                            int64_t ldc, int mr, int nr, bool accumulate,
                            const Acc* bias, bool relu) {
-  constexpr int MR = Blocking<Acc>::MR, NR = Blocking<Acc>::NR;
   Acc acc[MR][NR] = {};
   for (int64_t p = 0; p < kc; ++p) {
     for (int r = 0; r < MR; ++r) {
@@ -201,21 +194,89 @@ __attribute__((target("avx2,fma"))) inline void micro_kernel_avx2(
   store_tile(&tile[0][0], 8, c, ldc, mr, nr, accumulate, bias, relu);
 }
 
+// MR x (2 vectors) tile with 512-bit vectors: MR = 12 gives 24 accumulators
+// + 2 B vectors + broadcasts within the 32 zmm registers.
+template <typename Acc>
+struct Avx512;
+template <>
+struct Avx512<float> {
+  using V = __m512;
+  static constexpr int W = 16;
+  __attribute__((target("avx512f"))) static V zero() { return _mm512_setzero_ps(); }
+  __attribute__((target("avx512f"))) static V load(const float* p) { return _mm512_loadu_ps(p); }
+  __attribute__((target("avx512f"))) static V set1(float v) { return _mm512_set1_ps(v); }
+  __attribute__((target("avx512f"))) static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  __attribute__((target("avx512f"))) static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+};
+template <>
+struct Avx512<double> {
+  using V = __m512d;
+  static constexpr int W = 8;
+  __attribute__((target("avx512f"))) static V zero() { return _mm512_setzero_pd(); }
+  __attribute__((target("avx512f"))) static V load(const double* p) { return _mm512_loadu_pd(p); }
+  __attribute__((target("avx512f"))) static V set1(double v) { return _mm512_set1_pd(v); }
+  __attribute__((target("avx512f"))) static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  __attribute__((target("avx512f"))) static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+};
+
+constexpr int kAvx512MR = 12;
+
+template <typename Acc>
+__attribute__((target("avx512f"))) void micro_kernel_avx512(
+    int64_t kc, const Acc* a, const Acc* b, Acc* c, int64_t ldc, int mr, int nr,
+    bool accumulate, const Acc* bias, bool relu) {
+  using S = Avx512<Acc>;
+  constexpr int MR = kAvx512MR, W = S::W;
+  typename S::V acc0[MR], acc1[MR];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) acc0[r] = S::zero(), acc1[r] = S::zero();
+  for (int64_t p = 0; p < kc; ++p) {
+    const typename S::V b0 = S::load(b), b1 = S::load(b + W);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const typename S::V av = S::set1(a[r]);
+      acc0[r] = S::fma(av, b0, acc0[r]);
+      acc1[r] = S::fma(av, b1, acc1[r]);
+    }
+    a += MR;
+    b += 2 * W;
+  }
+  alignas(64) Acc tile[MR][2 * W];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) S::store(&tile[r][0], acc0[r]), S::store(&tile[r][W], acc1[r]);
+  store_tile(&tile[0][0], 2 * W, c, ldc, mr, nr, accumulate, bias, relu);
+}
+
 inline bool cpu_has_avx2_fma() {
   static const bool has = __builtin_cpu_supports("avx2") &&
                           __builtin_cpu_supports("fma");
   return has;
 }
+inline bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
 #endif
 
+// The micro-kernel for this processor and the panel shapes it expects.
 template <typename Acc>
-MicroKernel<Acc> select_micro_kernel() {
+struct KernelSpec {
+  int mr, nr;
+  MicroKernel<Acc> fn;
+};
+
+template <typename Acc>
+KernelSpec<Acc> select_micro_kernel() {
+  constexpr int vec256 = 32 / sizeof(Acc);  // elements in a 256-bit vector
 #ifdef FASTLAYERS_X86
+  if (cpu_has_avx512()) {
+    return {kAvx512MR, 2 * Avx512<Acc>::W, &micro_kernel_avx512<Acc>};
+  }
   if (cpu_has_avx2_fma()) {
-    return static_cast<MicroKernel<Acc>>(&micro_kernel_avx2);
+    return {6, 2 * vec256, static_cast<MicroKernel<Acc>>(&micro_kernel_avx2)};
   }
 #endif
-  return &micro_kernel_portable<Acc>;
+  return {6, 2 * vec256, &micro_kernel_portable<Acc, 6, 2 * vec256>};
 }
 
 template <typename T>
@@ -224,67 +285,82 @@ inline bool relu_mask_on(T v) {
 }
 inline bool relu_mask_on(double v) { return v > 0.0; }
 
-// Packs rows [i0, i0+mc) x columns [p0, p0+kc) of A into MR-row panels
-// (p-major inside a panel), zero-padding the last panel. Applies the mask
-// and, if `row_sums` is given, adds each packed row's sum to it.
+// Packs one MR-row panel of A: rows [i0, i0+MR) x columns [p0, p0+kc),
+// p-major, zero-padded past the last row. Applies the mask and, if
+// `row_sums` is given, adds each packed row's sum to it. The loop order
+// follows A's smaller stride, so reads stay sequential either way.
 template <typename T, typename Acc>
-void pack_a(Acc* dst, const MatrixView<T>& a, const MatrixView<T>* mask,
-            int64_t i0, int64_t mc, int64_t p0, int64_t kc, Acc* row_sums) {
-  constexpr int MR = Blocking<Acc>::MR;
-  for (int64_t ir = 0; ir < mc; ir += MR) {
-    const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-    for (int r = 0; r < MR; ++r) {
-      Acc* out = dst + r;
-      if (r >= mr) {
-        for (int64_t p = 0; p < kc; ++p) out[p * MR] = Acc(0);
-        continue;
+void pack_a_panel(Acc* dst, int MR, const MatrixView<T>& a,
+                  const MatrixView<T>* mask, int64_t i0, int64_t p0,
+                  int64_t kc, Acc* row_sums) {
+  const int mr = static_cast<int>(std::min<int64_t>(MR, a.rows - i0));
+  auto value = [&](int64_t i, int64_t p) -> Acc {
+    if (mask && !relu_mask_on((*mask)(i, p))) return Acc(0);
+    return static_cast<Acc>(a(i, p));
+  };
+  if (mr < MR) std::fill(dst, dst + MR * kc, Acc(0));
+  if (std::abs(a.rs) < std::abs(a.cs)) {
+    Acc sums[32] = {};  // MR <= 32
+    for (int64_t p = 0; p < kc; ++p) {
+      Acc* out = dst + p * MR;
+      for (int r = 0; r < mr; ++r) {
+        const Acc v = value(i0 + r, p0 + p);
+        out[r] = v;
+        sums[r] += v;
       }
-      const int64_t i = i0 + ir + r;
-      const T* src = a.data + i * a.rs + p0 * a.cs;
-      Acc sum = Acc(0);
-      if (mask) {
-        const T* m = mask->data + i * mask->rs + p0 * mask->cs;
-        for (int64_t p = 0; p < kc; ++p) {
-          const Acc v = relu_mask_on(m[p * mask->cs])
-                            ? static_cast<Acc>(src[p * a.cs])
-                            : Acc(0);
-          out[p * MR] = v;
-          sum += v;
-        }
-      } else {
-        for (int64_t p = 0; p < kc; ++p) {
-          const Acc v = static_cast<Acc>(src[p * a.cs]);
-          out[p * MR] = v;
-          sum += v;
-        }
-      }
-      if (row_sums) row_sums[i] += sum;
     }
-    dst += MR * kc;
+    if (row_sums)
+      for (int r = 0; r < mr; ++r) row_sums[i0 + r] += sums[r];
+  } else {
+    for (int r = 0; r < mr; ++r) {
+      Acc sum = Acc(0);
+      for (int64_t p = 0; p < kc; ++p) {
+        const Acc v = value(i0 + r, p0 + p);
+        dst[p * MR + r] = v;
+        sum += v;
+      }
+      if (row_sums) row_sums[i0 + r] += sum;
+    }
   }
 }
 
 // Packs one NR-column panel of B: rows [p0, p0+kc), columns [j0, j0+NR),
-// zero-padded past the last column.
+// zero-padded past the last column; loop order as for A.
 template <typename T, typename Acc>
-void pack_b_panel(Acc* dst, const MatrixView<T>& b, int64_t p0, int64_t kc,
-                  int64_t j0) {
-  constexpr int NR = Blocking<Acc>::NR;
+void pack_b_panel(Acc* dst, int NR, const MatrixView<T>& b, int64_t p0,
+                  int64_t kc, int64_t j0) {
   const int nr = static_cast<int>(std::min<int64_t>(NR, b.cols - j0));
-  for (int j = 0; j < NR; ++j) {
-    Acc* out = dst + j;
-    if (j >= nr) {
-      for (int64_t p = 0; p < kc; ++p) out[p * NR] = Acc(0);
-      continue;
+  if (nr < NR) std::fill(dst, dst + NR * kc, Acc(0));
+  if (std::abs(b.cs) <= std::abs(b.rs)) {
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = b.data + (p0 + p) * b.rs + j0 * b.cs;
+      Acc* out = dst + p * NR;
+      if (b.cs == 1) {
+        for (int j = 0; j < nr; ++j) out[j] = static_cast<Acc>(src[j]);
+      } else {
+        for (int j = 0; j < nr; ++j) out[j] = static_cast<Acc>(src[j * b.cs]);
+      }
     }
-    const T* src = b.data + p0 * b.rs + (j0 + j) * b.cs;
-    for (int64_t p = 0; p < kc; ++p) out[p * NR] = static_cast<Acc>(src[p * b.rs]);
+  } else {
+    for (int j = 0; j < nr; ++j) {
+      const T* src = b.data + p0 * b.rs + (j0 + j) * b.cs;
+      for (int64_t p = 0; p < kc; ++p) dst[p * NR + j] = static_cast<Acc>(src[p * b.rs]);
+    }
   }
 }
 
 // Below this many multiply-adds a product runs on the calling thread: waking
 // the pool costs more than the work.
 constexpr int64_t kSerialWork = int64_t(1) << 17;
+
+template <typename F>
+void maybe_parallel(bool serial, int64_t n, const F& f) {
+  if (serial) {
+    f(0, n);
+  } else {
+    at::parallel_for(0, n, 1, f);
+  }
+}
 
 // C (M x N, row stride ldc, type T) = epilogue(A_masked @ B).
 // `row_sums` (length M, type Acc), if given, receives the row sums of the
@@ -293,8 +369,6 @@ template <typename T, typename Acc>
 void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
           const MatrixView<T>& b, T* c, int64_t ldc, Epilogue<Acc> epilogue,
           Acc* row_sums) {
-  using B = Blocking<Acc>;
-  constexpr int MR = B::MR, NR = B::NR;
   const int64_t M = a.rows, K = a.cols, N = b.cols;
   if (M == 0 || N == 0) {
     if (row_sums) std::fill(row_sums, row_sums + M, Acc(0));
@@ -315,6 +389,7 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
     cacc = workspace.data();
     ldacc = N;
   }
+  const bool serial = M * N * K <= kSerialWork || at::get_num_threads() == 1;
 
   if (K == 0) {
     for (int64_t i = 0; i < M; ++i)
@@ -325,89 +400,82 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
       }
     if (row_sums) std::fill(row_sums, row_sums + M, Acc(0));
   } else {
-    const MicroKernel<Acc> kernel = select_micro_kernel<Acc>();
-    const int64_t kc_max = std::min<int64_t>(B::KC, K);
-    const int64_t k_blocks = (K + B::KC - 1) / B::KC;
-    const int64_t n_panels = (N + NR - 1) / NR;
-    const int64_t m_blocks = (M + B::MC - 1) / B::MC;
-    const bool serial = M * N * K <= kSerialWork || at::get_num_threads() == 1;
+    const KernelSpec<Acc> kernel = select_micro_kernel<Acc>();
+    const int MR = kernel.mr, NR = kernel.nr;
+    const int64_t kc_max = std::min<int64_t>(KC, K);
+    const int64_t k_blocks = (K + KC - 1) / KC;
+    const int64_t a_panels = (M + MR - 1) / MR;
+    const int64_t b_panels = (N + NR - 1) / NR;
 
-    // Pack all of B: k-block kb holds n_panels panels of kc x NR.
-    std::unique_ptr<Acc[]> packed_b(new Acc[k_blocks * kc_max * n_panels * NR]);
-    auto pack_b_range = [&](int64_t begin, int64_t end) {
+    // Both operands are packed once, in parallel, panel by panel: k-block kb
+    // of A holds a_panels panels of kc x MR, of B b_panels panels of kc x NR.
+    // An A panel task walks the k-blocks in order, so each row sum has one
+    // owner and a fixed order.
+    const int64_t a_block = kc_max * a_panels * MR, b_block = kc_max * b_panels * NR;
+    std::unique_ptr<Acc[]> packed_a(new Acc[k_blocks * a_block]);
+    std::unique_ptr<Acc[]> packed_b(new Acc[k_blocks * b_block]);
+    if (row_sums) std::fill(row_sums, row_sums + M, Acc(0));
+    maybe_parallel(serial, a_panels + k_blocks * b_panels, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t kb = t / n_panels, jp = t % n_panels;
-        const int64_t p0 = kb * B::KC, kc = std::min<int64_t>(B::KC, K - p0);
-        pack_b_panel<T, Acc>(
-            packed_b.get() + kb * kc_max * n_panels * NR + jp * kc * NR, b, p0,
-            kc, jp * NR);
+        if (t < a_panels) {
+          for (int64_t kb = 0; kb < k_blocks; ++kb) {
+            const int64_t p0 = kb * KC, kc = std::min<int64_t>(KC, K - p0);
+            pack_a_panel<T, Acc>(packed_a.get() + kb * a_block + t * kc * MR, MR,
+                                 a, mask, t * MR, p0, kc, row_sums);
+          }
+        } else {
+          const int64_t kb = (t - a_panels) / b_panels, jp = (t - a_panels) % b_panels;
+          const int64_t p0 = kb * KC, kc = std::min<int64_t>(KC, K - p0);
+          pack_b_panel<T, Acc>(packed_b.get() + kb * b_block + jp * kc * NR, NR,
+                               b, p0, kc, jp * NR);
+        }
       }
-    };
-    if (serial) {
-      pack_b_range(0, k_blocks * n_panels);
-    } else {
-      at::parallel_for(0, k_blocks * n_panels, 1, pack_b_range);
-    }
+    });
 
-    // Column chunks: enough tasks to keep every thread busy, but at least
-    // four panels each so re-packing A stays cheap next to the math.
+    // Tasks are (row block, column chunk) pairs: enough to keep every thread
+    // busy, each owning its part of C across the whole reduction.
+    const int64_t m_blocks = (a_panels + MC_PANELS - 1) / MC_PANELS;
     const int64_t want_tasks = serial ? 1 : 4 * at::get_num_threads();
-    int64_t chunk_panels = n_panels;
+    int64_t chunk_panels = b_panels;
     if (m_blocks < want_tasks) {
       const int64_t chunks = (want_tasks + m_blocks - 1) / m_blocks;
-      chunk_panels = std::max<int64_t>(4, (n_panels + chunks - 1) / chunks);
+      chunk_panels = std::max<int64_t>(1, (b_panels + chunks - 1) / chunks);
     }
-    const int64_t n_chunks = (n_panels + chunk_panels - 1) / chunk_panels;
+    const int64_t n_chunks = (b_panels + chunk_panels - 1) / chunk_panels;
 
-    auto run_tasks = [&](int64_t begin, int64_t end) {
-      std::unique_ptr<Acc[]> packed_a(new Acc[B::MC * kc_max]);
+    maybe_parallel(serial, m_blocks * n_chunks, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t mb = t / n_chunks, chunk = t % n_chunks;
-        const int64_t i0 = mb * B::MC, mc = std::min<int64_t>(B::MC, M - i0);
-        const int64_t jp0 = chunk * chunk_panels;
-        const int64_t jp1 = std::min(n_panels, jp0 + chunk_panels);
-        // Only the first chunk of a row block reports row sums: each row is
-        // then summed exactly once, by one task, in a fixed order.
-        Acc* sums = (row_sums && chunk == 0) ? row_sums : nullptr;
-        if (sums) std::fill(sums + i0, sums + i0 + mc, Acc(0));
+        const int64_t ip0 = mb * MC_PANELS, ip1 = std::min(a_panels, ip0 + MC_PANELS);
+        const int64_t jp0 = chunk * chunk_panels, jp1 = std::min(b_panels, jp0 + chunk_panels);
         for (int64_t kb = 0; kb < k_blocks; ++kb) {
-          const int64_t p0 = kb * B::KC, kc = std::min<int64_t>(B::KC, K - p0);
+          const int64_t kc = std::min<int64_t>(KC, K - kb * KC);
           const bool first = kb == 0, last = kb == k_blocks - 1;
-          pack_a<T, Acc>(packed_a.get(), a, mask, i0, mc, p0, kc, sums);
-          const Acc* bblock = packed_b.get() + kb * kc_max * n_panels * NR;
+          const Acc* ablock = packed_a.get() + kb * a_block;
+          const Acc* bblock = packed_b.get() + kb * b_block;
           for (int64_t jp = jp0; jp < jp1; ++jp) {
             const int64_t j = jp * NR;
             const int nr = static_cast<int>(std::min<int64_t>(NR, N - j));
-            const Acc* bias =
-                (last && epilogue.bias) ? epilogue.bias + j : nullptr;
-            for (int64_t ir = 0; ir < mc; ir += MR) {
-              const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-              kernel(kc, packed_a.get() + ir * kc, bblock + jp * kc * NR,
-                     cacc + (i0 + ir) * ldacc + j, ldacc, mr, nr, !first,
-                     bias, last && epilogue.relu);
+            const Acc* bias = (last && epilogue.bias) ? epilogue.bias + j : nullptr;
+            for (int64_t ip = ip0; ip < ip1; ++ip) {
+              const int64_t i = ip * MR;
+              const int mr = static_cast<int>(std::min<int64_t>(MR, M - i));
+              kernel.fn(kc, ablock + ip * kc * MR, bblock + jp * kc * NR,
+                        cacc + i * ldacc + j, ldacc, mr, nr, !first, bias,
+                        last && epilogue.relu);
             }
           }
         }
       }
-    };
-    if (serial) {
-      run_tasks(0, m_blocks * n_chunks);
-    } else {
-      at::parallel_for(0, m_blocks * n_chunks, 1, run_tasks);
-    }
+    });
   }
 
   if constexpr (!direct) {
-    auto convert = [&](int64_t begin, int64_t end) {
+    maybe_parallel(M * N <= kSerialWork, M, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         for (int64_t j = 0; j < N; ++j)
           c[i * ldc + j] = static_cast<T>(cacc[i * ldacc + j]);
-    };
-    if (M * N <= kSerialWork) {
-      convert(0, M);
-    } else {
-      at::parallel_for(0, M, std::max<int64_t>(1, kSerialWork / N), convert);
-    }
+    });
   }
 }
 
