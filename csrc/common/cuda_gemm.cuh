@@ -1,0 +1,198 @@
+// The CUDA matrix product the fastlayers ops build on; the same contract as
+// common/cpu_gemm.h:
+//
+//   C[M,N] = epilogue( sum_p A(i,p) * B(p,j) ),   A's entries times (mask(i,p) > 0)
+//
+// with A, B and the mask read through strides (no copies of transposed or
+// expanded tensors), accumulation in float for half/bfloat16 (double for
+// double), a bias+ReLU epilogue, and optionally the row sums of the masked
+// A (a linear layer's bias gradient), each written by exactly one block in a
+// fixed order, so results are deterministic.
+//
+// This is the portable SIMT tiling (64x64 tiles, 4x4 outputs per thread),
+// plus a warp-per-output-column kernel for a handful of rows, where reading
+// the weight once dominates.
+#pragma once
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdint>
+
+namespace fastlayers {
+namespace cuda {
+
+template <typename T>
+struct StridedMatrix {
+  const T* data = nullptr;
+  int64_t rs = 0, cs = 0;
+  __device__ __forceinline__ T operator()(int64_t r, int64_t c) const {
+    return data[r * rs + c * cs];
+  }
+};
+
+template <typename T, typename Acc>
+struct GemmArgs {
+  StridedMatrix<T> a, mask, b;  // mask.data == nullptr: no mask
+  T* c = nullptr;
+  int64_t ldc = 0;
+  int64_t M = 0, N = 0, K = 0;
+  const T* bias = nullptr;  // per column, contiguous-or-strided below
+  int64_t bias_stride = 1;
+  bool relu = false;
+  T* row_sums = nullptr;  // length M, or null
+};
+
+template <typename T>
+__device__ __forceinline__ bool relu_mask_on(T v) {
+  return static_cast<float>(v) > 0.f;
+}
+__device__ __forceinline__ bool relu_mask_on(double v) { return v > 0.0; }
+
+template <typename T, typename Acc>
+__device__ __forceinline__ Acc load_a(const GemmArgs<T, Acc>& g, int64_t i,
+                                      int64_t p) {
+  if (i >= g.M || p >= g.K) return Acc(0);
+  if (g.mask.data && !relu_mask_on(g.mask(i, p))) return Acc(0);
+  return static_cast<Acc>(g.a(i, p));
+}
+
+template <typename T, typename Acc>
+__device__ __forceinline__ void store_c(const GemmArgs<T, Acc>& g, int64_t i,
+                                        int64_t j, Acc v) {
+  if (i >= g.M || j >= g.N) return;
+  if (g.bias) v += static_cast<Acc>(g.bias[j * g.bias_stride]);
+  if (g.relu && v < Acc(0)) v = Acc(0);  // NaN passes, as in torch.relu
+  g.c[i * g.ldc + j] = static_cast<T>(v);
+}
+
+constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4;
+constexpr int kThreads = (kBM / kTM) * (kBN / kTN);  // 256
+
+// Block (blockIdx.x, blockIdx.y) computes rows [64x, 64x+64) and columns
+// [64y, 64y+64) of C. Blocks with blockIdx.y == 0 also produce row sums.
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kThreads)
+    gemm_tiled_kernel(const GemmArgs<T, Acc> g) {
+  __shared__ Acc As[kBK][kBM + 1];
+  __shared__ Acc Bs[kBK][kBN + 1];
+  const int tid = threadIdx.x;
+  const int tx = tid % (kBN / kTN), ty = tid / (kBN / kTN);
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.y) * kBN;
+  // Let consecutive threads walk the operand's contiguous dimension.
+  const bool a_p_fast = g.a.cs <= g.a.rs;
+  const bool b_j_fast = g.b.cs <= g.b.rs;
+  const bool want_sums = g.row_sums != nullptr && blockIdx.y == 0;
+
+  Acc acc[kTM][kTN];
+#pragma unroll
+  for (int r = 0; r < kTM; ++r)
+#pragma unroll
+    for (int c = 0; c < kTN; ++c) acc[r][c] = Acc(0);
+  Acc row_sum = Acc(0);
+
+  for (int64_t p0 = 0; p0 < g.K; p0 += kBK) {
+#pragma unroll
+    for (int l = 0; l < kBM * kBK / kThreads; ++l) {
+      const int e = tid + l * kThreads;
+      const int r = a_p_fast ? e / kBK : e % kBM;
+      const int k = a_p_fast ? e % kBK : e / kBM;
+      As[k][r] = load_a(g, i0 + r, p0 + k);
+    }
+#pragma unroll
+    for (int l = 0; l < kBK * kBN / kThreads; ++l) {
+      const int e = tid + l * kThreads;
+      const int k = b_j_fast ? e / kBN : e % kBK;
+      const int c = b_j_fast ? e % kBN : e / kBK;
+      const int64_t p = p0 + k, j = j0 + c;
+      Bs[k][c] = (p < g.K && j < g.N) ? static_cast<Acc>(g.b(p, j)) : Acc(0);
+    }
+    __syncthreads();
+    if (want_sums && tid < kBM) {
+#pragma unroll
+      for (int k = 0; k < kBK; ++k) row_sum += As[k][tid];
+    }
+#pragma unroll
+    for (int k = 0; k < kBK; ++k) {
+      Acc af[kTM], bf[kTN];
+#pragma unroll
+      for (int r = 0; r < kTM; ++r) af[r] = As[k][ty * kTM + r];
+#pragma unroll
+      for (int c = 0; c < kTN; ++c) bf[c] = Bs[k][tx * kTN + c];
+#pragma unroll
+      for (int r = 0; r < kTM; ++r)
+#pragma unroll
+        for (int c = 0; c < kTN; ++c) acc[r][c] += af[r] * bf[c];
+    }
+    __syncthreads();
+  }
+
+  if (want_sums && tid < kBM && i0 + tid < g.M) {
+    g.row_sums[i0 + tid] = static_cast<T>(row_sum);
+  }
+#pragma unroll
+  for (int r = 0; r < kTM; ++r)
+#pragma unroll
+    for (int c = 0; c < kTN; ++c)
+      store_c(g, i0 + ty * kTM + r, j0 + tx * kTN + c, acc[r][c]);
+}
+
+// For at most kSmallM rows (and no mask, no row sums): one warp per output
+// column j reads B's column once, lanes striding over the reduction, and
+// keeps one partial sum per row.
+constexpr int kSmallM = 8;
+constexpr int kSmallWarps = 8;
+
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kSmallWarps * 32)
+    gemm_small_m_kernel(const GemmArgs<T, Acc> g) {
+  const int lane = threadIdx.x % 32;
+  const int64_t j =
+      static_cast<int64_t>(blockIdx.x) * kSmallWarps + threadIdx.x / 32;
+  if (j >= g.N) return;
+  Acc acc[kSmallM];
+#pragma unroll
+  for (int r = 0; r < kSmallM; ++r) acc[r] = Acc(0);
+  for (int64_t p = lane; p < g.K; p += 32) {
+    const Acc bv = static_cast<Acc>(g.b(p, j));
+#pragma unroll
+    for (int r = 0; r < kSmallM; ++r)
+      if (r < g.M) acc[r] += static_cast<Acc>(g.a(r, p)) * bv;
+  }
+#pragma unroll
+  for (int r = 0; r < kSmallM; ++r) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2)
+      acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < kSmallM; ++r)
+      if (r < g.M) store_c(g, r, j, acc[r]);
+  }
+}
+
+// Launches the product on the current stream of the current device (the
+// caller holds a device guard).
+template <typename T, typename Acc>
+void gemm(const GemmArgs<T, Acc>& g) {
+  if (g.M == 0 || g.N == 0) return;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (g.M <= kSmallM && g.mask.data == nullptr && g.row_sums == nullptr) {
+    const unsigned blocks =
+        static_cast<unsigned>((g.N + kSmallWarps - 1) / kSmallWarps);
+    gemm_small_m_kernel<T, Acc><<<blocks, kSmallWarps * 32, 0, stream>>>(g);
+  } else {
+    TORCH_CHECK((g.N + kBN - 1) / kBN <= 65535, "fastlayers: a matrix product with ",
+                g.N, " output columns is too wide for one launch (at most ",
+                int64_t(65535) * kBN, ")");
+    const dim3 grid(static_cast<unsigned>((g.M + kBM - 1) / kBM),
+                    static_cast<unsigned>((g.N + kBN - 1) / kBN));
+    gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace cuda
+}  // namespace fastlayers
