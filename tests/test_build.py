@@ -1,0 +1,37 @@
+"""The build and its import-time checks."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastlayers import _build_info
+
+
+@pytest.mark.skipif(os.environ.get("FASTLAYERS_EXPECT_CUDA") != "1", reason="CUDA kernels not required here")
+def test_cuda_kernels_were_compiled():
+    """CI builds with FORCE_CUDA=1 and sets FASTLAYERS_EXPECT_CUDA=1, so the CUDA
+    sources cannot rot even where no GPU runs them."""
+    assert _build_info.WITH_CUDA
+    for op in ("linear_relu", "linear_relu_backward_input", "linear_relu_backward_params"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastlayers::{op}", "CUDA"), op
+
+
+def test_every_op_has_cpu_autograd_and_fake_kernels():
+    for op in ("linear_relu", "linear_relu_backward_input", "linear_relu_backward_params"):
+        for key in ("CPU", "Autograd", "Meta"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastlayers::{op}", key), (op, key)
+
+
+def test_import_with_a_mismatched_build_says_how_to_rebuild():
+    code = (
+        "import sys, types; info = types.ModuleType('fastlayers._build_info');"
+        "info.TORCH_VERSION = '0.0-other'; info.WITH_CUDA = False;"
+        "sys.modules['fastlayers._build_info'] = info; import fastlayers"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "built for torch 0.0-other" in result.stderr
+    assert "pip install --no-build-isolation -e ." in result.stderr

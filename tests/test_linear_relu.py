@@ -1,0 +1,229 @@
+"""fastlayers.functional.linear_relu and its ops against the plain-PyTorch
+reference: forward per dtype, gradcheck, opcheck, bad inputs, memory."""
+
+import pytest
+import torch
+
+from fastlayers import functional as FL
+from fastlayers import reference as ref
+
+from .conftest import rel_error
+
+OPS = torch.ops.fastlayers
+
+# (input shape, out_features): odd sizes, batch 0 and 1, 1-D and 3-D input,
+# and sizes that cross the kernels' block edges.
+SHAPES = [
+    ((2, 20), 256),
+    ((1, 7), 5),
+    ((0, 9), 4),
+    ((13,), 11),
+    ((3, 5, 17), 9),
+    ((67, 130), 70),
+    ((5, 0), 6),
+    ((300, 513), 33),
+]
+
+
+def make(shape, n, dtype, device, bias=True, requires_grad=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    k = shape[-1]
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
+    w = (torch.randn(n, k, generator=g, dtype=torch.float64) / max(k, 1) ** 0.5).to(device, dtype)
+    b = torch.randn(n, generator=g, dtype=torch.float64).to(device, dtype) if bias else None
+    for t in (x, w, b):
+        if t is not None:
+            t.requires_grad_(requires_grad)
+    return x, w, b
+
+
+def low_precision_bound(x, w, b, expected):
+    """GOALS.md's rule: at most 2x eager's own error in the same dtype."""
+    eager = ref.linear_relu(x, w, b)
+    return 2 * rel_error(eager, expected) + 1e-6
+
+
+@pytest.mark.parametrize("shape,n", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_forward_matches_float64_reference(shape, n, bias, dtype, device):
+    x, w, b = make(shape, n, dtype, device, bias)
+    out = FL.linear_relu(x, w, b)
+    expected = ref.linear_relu(x.double(), w.double(), None if b is None else b.double())
+    assert out.shape == expected.shape and out.dtype == dtype and out.device == x.device
+    if expected.numel() == 0:
+        return
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12}.get(dtype) or low_precision_bound(x, w, b, expected)
+    assert rel_error(out, expected) <= tol
+
+
+def test_non_contiguous_and_expanded_inputs(device):
+    x, w, b = make((40, 24), 30, torch.float32, device)
+    cases = {
+        "transposed input": (x.t().contiguous().t(), w, b),
+        "sliced input": (torch.randn(40, 48, device=device)[:, ::2], w, b),
+        "expanded input": (torch.randn(1, 24, device=device).expand(40, 24), w, b),
+        "transposed weight": (x, w.t().contiguous().t(), b),
+        "strided bias": (x, w, torch.randn(60, device=device)[::2]),
+        "3-D permuted input": (torch.randn(24, 5, 8, device=device).permute(1, 2, 0), w, b),
+    }
+    for name, (xi, wi, bi) in cases.items():
+        out = FL.linear_relu(xi, wi, bi)
+        assert rel_error(out, ref.linear_relu(xi.double(), wi.double(), bi.double())) <= 1e-5, name
+
+
+def test_nan_propagates_like_torch_relu(device):
+    x, w, b = make((4, 8), 6, torch.float32, device)
+    x[1, 3] = float("nan")
+    out = FL.linear_relu(x, w, b)
+    assert torch.isnan(out[1]).all() and not torch.isnan(out[[0, 2, 3]]).any()
+
+
+# ---- gradients ----------------------------------------------------------
+
+GRAD_CASES = [
+    ((6, 10), 7, True),
+    ((6, 10), 7, False),
+    ((1, 3), 5, True),
+    ((0, 4), 3, True),
+    ((2, 3, 9), 4, True),
+    ((70, 19), 66, True),
+]
+
+
+@pytest.mark.parametrize("shape,n,bias", GRAD_CASES)
+def test_gradcheck(shape, n, bias, device):
+    x, w, b = make(shape, n, torch.float64, device, bias, requires_grad=True)
+    args = (x, w) if b is None else (x, w, b)
+    assert torch.autograd.gradcheck(FL.linear_relu, args)
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (True, False, True)])
+def test_gradcheck_partial_requires_grad(needs, device):
+    x, w, b = make((9, 12), 8, torch.float64, device)
+    for t, flag in zip((x, w, b), needs):
+        t.requires_grad_(flag)
+    assert torch.autograd.gradcheck(FL.linear_relu, (x, w, b))
+
+
+def test_gradcheck_non_contiguous(device):
+    x = torch.randn(12, 9, dtype=torch.float64, device=device).t().requires_grad_()  # 9 x 12, transposed
+    w = torch.randn(8, 24, dtype=torch.float64, device=device)[:, ::2].requires_grad_()
+    b = torch.randn(8, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(FL.linear_relu, (x, w, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gradients_match_reference(dtype, device):
+    x, w, b = make((33, 40), 27, dtype, device, requires_grad=True)
+    grad = torch.randn(33, 27, dtype=torch.float64).to(device, dtype)
+    got = torch.autograd.grad(FL.linear_relu(x, w, b), (x, w, b), grad)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    want = torch.autograd.grad(ref.linear_relu(xd, wd, bd), (xd, wd, bd), grad.double())
+    eager = torch.autograd.grad(ref.linear_relu(x, w, b), (x, w, b), grad)
+    for name, g, e, r in zip("xwb", got, eager, want):
+        tol = 1e-5 if dtype == torch.float32 else 2 * rel_error(e, r) + 1e-6
+        assert rel_error(g, r) <= tol, name
+
+
+def test_double_backward_raises_a_clear_error(device):
+    x, w, b = make((4, 5), 3, torch.float64, device, requires_grad=True)
+    with pytest.raises(RuntimeError, match="double backward .* not supported"):
+        torch.autograd.gradgradcheck(FL.linear_relu, (x, w, b))
+
+
+def test_saves_only_input_and_output_for_weight_grads(device):
+    """Memory: a first layer (input without grad) keeps input and output only."""
+    x, w, b = make((16, 32), 64, torch.float32, device)
+    w.requires_grad_()
+    b.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = FL.linear_relu(x, w, b)
+    assert len(saved) == 2
+    assert {t.data_ptr() for t in saved} == {x.data_ptr(), out.data_ptr()}
+
+
+# ---- opcheck ------------------------------------------------------------
+
+
+def op_samples(device):
+    x, w, b = make((5, 7), 6, torch.float32, device, requires_grad=True)
+    o = FL.linear_relu(x, w, b).detach()
+    g = torch.randn_like(o)
+    yield OPS.linear_relu.default, (x, w, b)
+    yield OPS.linear_relu.default, (x.detach(), w, None)
+    yield OPS.linear_relu.default, (torch.randn(2, 3, 7, device=device), w.detach(), b.detach())
+    yield OPS.linear_relu_backward_input.default, (g, o, w.detach())
+    yield OPS.linear_relu_backward_params.default, (g, o, x.detach(), True)
+    yield OPS.linear_relu_backward_params.default, (g, o, None, True)
+    yield OPS.linear_relu_backward_params.default, (g, o, x.detach(), False)
+
+
+def test_opcheck(device):
+    for op, args in op_samples(device):
+        torch.library.opcheck(op, args)
+
+
+# ---- bad inputs ---------------------------------------------------------
+
+
+def test_bad_inputs_name_the_op_and_the_problem():
+    x, w, b = make((4, 5), 3, torch.float32, "cpu")
+    cases = [
+        ((x, torch.randn(3, 5, 1), b), r"'weight' must be 2-D"),
+        ((x, torch.randn(3, 6), b), r"last dimension \(5\) must equal in_features"),
+        ((torch.tensor(1.0), w, b), r"at least 1 dimension"),
+        ((x, w, torch.randn(4)), r"'bias' must have shape \[out_features\] = \[3\]"),
+        ((x.double(), w, b), r"'weight' has dtype Float but 'input' has dtype Double"),
+        ((x, w, b.half()), r"'bias' has dtype Half"),
+        ((x.int(), w.int(), None), r"'input' must be a floating-point tensor .* got Int"),
+        ((x.bool(), w, b), r"'input' must be a floating-point tensor .* got Bool"),
+        ((x.to(torch.complex64), w.to(torch.complex64), None), r"floating-point tensor .* got ComplexFloat"),
+    ]
+    for args, message in cases:
+        with pytest.raises(RuntimeError, match=r"fastlayers::linear_relu.*" + message):
+            FL.linear_relu(*args)
+    with pytest.raises(RuntimeError, match=r"linear_relu.*weight"):
+        FL.linear_relu(x, None, b)
+
+
+def test_device_mismatch_is_an_error():
+    x, w, b = make((4, 5), 3, torch.float32, "cpu")
+    other = "cuda" if torch.cuda.is_available() else "meta"
+    with pytest.raises(RuntimeError, match=r"fastlayers::linear_relu.*'weight' is on"):
+        FL.linear_relu(x, w.to(other), None)
+
+
+def test_meta_tensors_get_shapes_through_the_fake_kernel():
+    x, w, b = (torch.empty(s, device="meta") for s in [(2, 3, 4), (5, 4), (5,)])
+    assert FL.linear_relu(x, w, b).shape == (2, 3, 5)
+
+
+# ---- CUDA specifics -----------------------------------------------------
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@cuda_only
+def test_cuda_runs_on_the_current_stream():
+    x, w, b = make((64, 128), 96, torch.float32, "cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(50_000_000)  # keep the stream busy: a kernel on another stream would finish first
+        out = FL.linear_relu(x, w, b)
+        expected = ref.linear_relu(x, w, b)
+    stream.synchronize()
+    assert rel_error(out, expected) <= 1e-5
+
+
+@cuda_only
+def test_cuda_graph_capture_and_replay():
+    x, w, b = make((8, 32), 16, torch.float32, "cuda")
+    FL.linear_relu(x, w, b)  # warm up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = FL.linear_relu(x, w, b)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    assert rel_error(out, ref.linear_relu(x, w, b)) <= 1e-5
