@@ -349,6 +349,101 @@ void pack_b_panel(Acc* dst, int NR, const MatrixView<T>& b, int64_t p0,
   }
 }
 
+// A few rows of A against K-contiguous columns of B (a linear layer's
+// weight): each output is one dot product, so nothing is packed. This is
+// the chapter's 2 x 20 -> 256 case, where packing would cost more than the
+// arithmetic.
+constexpr int64_t kSmallRows = 4;
+
+template <typename Acc>
+using SmallRowsKernel = void (*)(const Acc* a, int64_t lda, int64_t m,
+                                 const Acc* b, int64_t ldb, int64_t k,
+                                 int64_t j0, int64_t j1, Acc* c, int64_t ldc,
+                                 const Acc* bias, bool relu);
+
+template <typename Acc>
+void small_rows_portable(const Acc* a, int64_t lda, int64_t m, const Acc* b,
+                         int64_t ldb, int64_t k, int64_t j0, int64_t j1,
+                         Acc* c, int64_t ldc, const Acc* bias, bool relu) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const Acc* bj = b + j * ldb;
+    for (int64_t i = 0; i < m; ++i) {
+      const Acc* ai = a + i * lda;
+      Acc acc = Acc(0);
+      for (int64_t p = 0; p < k; ++p) acc += ai[p] * bj[p];
+      store_tile(&acc, 1, c + i * ldc + j, ldc, 1, 1, false,
+                 bias ? bias + j : nullptr, relu);
+    }
+  }
+}
+
+#ifdef FASTLAYERS_X86
+template <typename Acc>
+struct Avx2;
+template <>
+struct Avx2<float> {
+  using V = __m256;
+  static constexpr int W = 8;
+  __attribute__((target("avx2,fma"))) static V zero() { return _mm256_setzero_ps(); }
+  __attribute__((target("avx2,fma"))) static V fma(const float* a, const float* b, V c) {
+    return _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b), c);
+  }
+  __attribute__((target("avx2,fma"))) static float sum(V v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+  }
+};
+template <>
+struct Avx2<double> {
+  using V = __m256d;
+  static constexpr int W = 4;
+  __attribute__((target("avx2,fma"))) static V zero() { return _mm256_setzero_pd(); }
+  __attribute__((target("avx2,fma"))) static V fma(const double* a, const double* b, V c) {
+    return _mm256_fmadd_pd(_mm256_loadu_pd(a), _mm256_loadu_pd(b), c);
+  }
+  __attribute__((target("avx2,fma"))) static double sum(V v) {
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+  }
+};
+
+template <typename Acc>
+__attribute__((target("avx2,fma"))) void small_rows_avx2(
+    const Acc* a, int64_t lda, int64_t m, const Acc* b, int64_t ldb, int64_t k,
+    int64_t j0, int64_t j1, Acc* c, int64_t ldc, const Acc* bias, bool relu) {
+  using S = Avx2<Acc>;
+  constexpr int W = S::W;
+  const int64_t kv = k - k % W;
+  for (int64_t j = j0; j < j1; ++j) {
+    const Acc* bj = b + j * ldb;
+    typename S::V acc[kSmallRows];
+#pragma GCC unroll 4
+    for (int i = 0; i < kSmallRows; ++i) acc[i] = S::zero();
+    for (int64_t p = 0; p < kv; p += W) {
+#pragma GCC unroll 4
+      for (int i = 0; i < kSmallRows; ++i)
+        if (i < m) acc[i] = S::fma(a + i * lda + p, bj + p, acc[i]);
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      Acc v = S::sum(acc[i]);
+      for (int64_t p = kv; p < k; ++p) v += a[i * lda + p] * bj[p];
+      if (bias) v += bias[j];
+      if (relu && v < Acc(0)) v = Acc(0);
+      c[i * ldc + j] = v;
+    }
+  }
+}
+#endif
+
+template <typename Acc>
+SmallRowsKernel<Acc> select_small_rows_kernel() {
+#ifdef FASTLAYERS_X86
+  if (cpu_has_avx2_fma()) return &small_rows_avx2<Acc>;
+#endif
+  return &small_rows_portable<Acc>;
+}
+
 // Below this many multiply-adds a product runs on the calling thread: waking
 // the pool costs more than the work.
 constexpr int64_t kSerialWork = int64_t(1) << 17;
@@ -390,6 +485,18 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
     ldacc = N;
   }
   const bool serial = M * N * K <= kSerialWork || at::get_num_threads() == 1;
+
+  if constexpr (direct) {
+    if (M <= kSmallRows && K > 0 && !mask && !row_sums && a.cs == 1 &&
+        b.rs == 1) {
+      const SmallRowsKernel<Acc> kernel = select_small_rows_kernel<Acc>();
+      maybe_parallel(serial, N, [&](int64_t j0, int64_t j1) {
+        kernel(a.data, a.rs, M, b.data, b.cs, K, j0, j1, c, ldc,
+               epilogue.bias, epilogue.relu);
+      });
+      return;
+    }
+  }
 
   if (K == 0) {
     for (int64_t i = 0; i < M; ++i)

@@ -18,14 +18,18 @@ cpu::MatrixView<T> view_of(const at::Tensor& m) {
           m.stride(1)};
 }
 
-// The bias in the accumulation type, as the GEMM epilogue reads it.
+// The bias as the GEMM epilogue reads it: contiguous, in the accumulation
+// type. Points into the tensor itself when it already is; else into `copy`.
 template <typename T, typename Acc>
-std::vector<Acc> bias_in_acc(const at::Tensor& bias) {
-  std::vector<Acc> out(static_cast<size_t>(bias.size(0)));
+const Acc* bias_in_acc(const at::Tensor& bias, std::vector<Acc>& copy) {
   const T* src = bias.const_data_ptr<T>();
-  for (size_t j = 0; j < out.size(); ++j)
-    out[j] = static_cast<Acc>(src[j * bias.stride(0)]);
-  return out;
+  const int64_t n = bias.size(0), stride = bias.stride(0);
+  if constexpr (std::is_same_v<T, Acc>) {
+    if (stride == 1) return src;
+  }
+  copy.resize(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) copy[j] = static_cast<Acc>(src[j * stride]);
+  return copy.data();
 }
 
 at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -39,13 +43,13 @@ at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cpu", [&] {
         using Acc = at::opmath_type<scalar_t>;
-        std::vector<Acc> b;
-        if (has_bias) b = bias_in_acc<scalar_t, Acc>(*bias);
+        std::vector<Acc> copy;
+        const Acc* b = has_bias ? bias_in_acc<scalar_t, Acc>(*bias, copy) : nullptr;
         // out[M,N] = x[M,K] @ weight.T[K,N]
         cpu::gemm<scalar_t, Acc>(
             view_of<scalar_t>(x), nullptr,
             view_of<scalar_t>(weight).transposed(), out.data_ptr<scalar_t>(),
-            out.size(-1), {has_bias ? b.data() : nullptr, /*relu=*/true},
+            out.size(-1), {b, /*relu=*/true},
             nullptr);
       });
   return out;

@@ -1,0 +1,128 @@
+"""linear_relu against what a user would pick instead: eager
+`relu(linear(x))`, torch.compile of it, and (GPU) cuBLASLt's bias+ReLU
+epilogue through torch._addmm_activation. Forward and forward+backward,
+wall time per call and (GPU) CUDA-event time.
+
+    python -m benchmarks.bench_linear_relu [--quick] [--device cpu|cuda] [--json FILE]
+"""
+
+import argparse
+import json
+import platform
+import sys
+
+import torch
+
+import fastlayers
+from fastlayers import functional as FL
+from fastlayers import reference as ref
+
+from .timing import fmt_table, gpu_us, wall_us
+
+# (batch, in_features, out_features): ../shared/anchors/gpu_baseline.py's shapes.
+GPU_SHAPES = [(2, 20, 256), (64, 512, 512), (4096, 4096, 4096)]
+CPU_SHAPES = [(2, 20, 256), (64, 512, 512), (1024, 1024, 1024)]
+QUICK_SHAPES = {"cpu": [(2, 20, 256), (64, 512, 512), (512, 512, 512)], "cuda": [(2, 20, 256), (64, 512, 512), (2048, 2048, 2048)]}
+
+
+def contenders(device, compile_too):
+    c = {"eager": ref.linear_relu, "fastlayers": FL.linear_relu}
+    if compile_too:
+        c["compile"] = torch.compile(ref.linear_relu, fullgraph=True, dynamic=False)
+    if device == "cuda":
+        c["cublaslt"] = lambda x, w, b: torch._addmm_activation(b, x, w.t(), use_gelu=False)
+    return c
+
+
+def inputs(m, k, n, dtype, device, sets=1, grad=False):
+    out = []
+    for _ in range(sets):
+        x = torch.randn(m, k, device=device, dtype=dtype)
+        w = torch.randn(n, k, device=device, dtype=dtype) / k**0.5
+        b = torch.randn(n, device=device, dtype=dtype)
+        if grad:
+            x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+        out.append((x, w, b))
+    return out
+
+
+def bench_shape(m, k, n, dtype, device, compile_too):
+    row_fwd = {"case": f"fwd {m}x{k}->{n} {str(dtype)[6:]}"}
+    row_bwd = {"case": f"fwd+bwd {m}x{k}->{n} {str(dtype)[6:]}"}
+    big = m * k * n >= 2**30
+    # Rotate input sets on the GPU unless one set already overflows L2.
+    sets = 1 if device == "cpu" or big else 4
+    fwd_sets = inputs(m, k, n, dtype, device, sets)
+    bwd_sets = inputs(m, k, n, dtype, device, sets, grad=True)
+    grads = [torch.randn(m, n, device=device, dtype=dtype) for _ in range(sets)]
+    for name, f in contenders(device, compile_too).items():
+        if name == "cublaslt" and dtype == torch.float64:
+            continue
+        calls = [lambda a=a, f=f: f(*a) for a in fwd_sets]
+        with torch.no_grad():
+            row_fwd[f"{name} wall"] = wall_us(calls[0], calls=3 if big and device == "cpu" else None)
+            if device == "cuda":
+                row_fwd[f"{name} gpu"] = gpu_us(calls)
+
+        def step(f=f, a=bwd_sets[0], g=grads[0]):
+            f(*a).backward(g)
+
+        row_bwd[f"{name} wall"] = wall_us(step, calls=2 if big and device == "cpu" else None)
+    for row in (row_fwd, row_bwd):
+        base = [v for key, v in row.items() if key.endswith(" wall") and not key.startswith("fastlayers")]
+        row["speedup vs best"] = min(base) / row["fastlayers wall"] if base else None
+    return [row_fwd, row_bwd]
+
+
+def run(device, quick=False, compile_too=None):
+    if compile_too is None:
+        compile_too = not quick
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    shapes = QUICK_SHAPES[device] if quick else (GPU_SHAPES if device == "cuda" else CPU_SHAPES)
+    dtypes = [torch.float32, torch.bfloat16] if device == "cuda" else [torch.float32]
+    rows = []
+    for dtype in dtypes:
+        for m, k, n in shapes:
+            rows += bench_shape(m, k, n, dtype, device, compile_too)
+    return rows
+
+
+def environment(device):
+    env = {
+        "torch": torch.__version__,
+        "fastlayers": "built with CUDA" if fastlayers._library.WITH_CUDA else "CPU build",
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+    env["device"] = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
+    return env
+
+
+def format_rows(rows):
+    columns = ["case"]
+    for r in rows:
+        columns += [c for c in r if c not in columns and c != "speedup vs best"]
+    columns.append("speedup vs best")
+    shown = [{c: (f"{v:.2f}" if c == "speedup vs best" else f"{v:.1f}") if isinstance(v, float) else v for c, v in r.items()} for r in rows]
+    return fmt_table(shown, columns)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="fewer and smaller shapes, no torch.compile")
+    p.add_argument("--json", help="also write the rows and the environment here")
+    args = p.parse_args(argv)
+    rows = run(args.device, args.quick)
+    env = environment(args.device)
+    print("linear_relu, µs per call (wall: N calls then one sync; gpu: CUDA events, median)")
+    print(", ".join(f"{k} {v}" for k, v in env.items()))
+    print(format_rows(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""How fastlayers measures (../shared/GOALS.md): ratios side by side in one
+run, warm-up first, medians of many repeats, random inputs, rotating input
+sets on the GPU so the cache is not what gets timed."""
+
+import statistics
+import time
+
+import torch
+
+
+def wall_us(fn, calls=None, repeats=7, budget_s=0.25):
+    """Wall time per call in µs (Python and dispatch included): `calls` calls,
+    then one synchronize; the median of `repeats` such runs."""
+    fn()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    if calls is None:  # enough calls for ~budget_s/repeats per run
+        t = time.perf_counter()
+        fn()
+        sync()
+        once = max(time.perf_counter() - t, 1e-7)
+        calls = int(min(max(budget_s / repeats / once, 1), 10_000))
+    for _ in range(min(calls, 20)):
+        fn()
+    sync()
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        runs.append((time.perf_counter() - t) / calls)
+    return statistics.median(runs) * 1e6
+
+
+def gpu_us(fns, repeats=50):
+    """GPU time per call in µs with CUDA events (median); `fns` is a list of
+    equivalent calls on different input sets, used in turn."""
+    for f in fns:
+        f()
+    torch.cuda.synchronize()
+    times = []
+    for i in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fns[i % len(fns)]()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
+
+
+def fmt_table(rows, columns):
+    """Rows of dicts as an aligned plain-text table."""
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
