@@ -1,0 +1,113 @@
+"""The main job (scripts/demo.sh): on the device at hand,
+1. check every fastlayers op against its plain-PyTorch reference,
+2. train a small classifier on real data (scikit-learn's 8x8 handwritten
+   digits) with FusedLinearReLU layers and with nn.Linear + nn.ReLU, from the
+   same initial weights, and compare,
+3. print the linear_relu benchmark table (quick shapes; `--full` for all
+   shapes with torch.compile too).
+"""
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+import fastlayers
+from fastlayers import functional as FL
+from fastlayers import reference as ref
+
+from . import bench_linear_relu
+
+
+def rel_error(out, expected):
+    return ((out.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
+
+
+def check_ops(device):
+    print(f"\n== 1. ops against the float64 reference ({device})")
+    torch.manual_seed(0)
+    dtypes = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+    print("relative errors against float64; eager = plain PyTorch in the same dtype")
+    print(f"{'op':<16}{'dtype':>10}{'fwd err':>11}{'eager fwd':>11}{'grad err':>11}{'eager grad':>12}")
+    ok = True
+    for dtype in dtypes:
+        x = torch.randn(37, 3, 50, device=device)
+        w = torch.randn(70, 50, device=device) / 50**0.5
+        b = torch.randn(70, device=device)
+        g = torch.randn(37, 3, 70, device=device)
+        args64 = [t.double().requires_grad_() for t in (x, w, b)]
+        expected = ref.linear_relu(*args64)
+        grads64 = torch.autograd.grad(expected, args64, g.double())
+        args = [t.to(dtype).requires_grad_() for t in (x, w, b)]
+        out = FL.linear_relu(*args)
+        grads = torch.autograd.grad(out, args, g.to(dtype))
+        eager = ref.linear_relu(*args)
+        eager_grads = torch.autograd.grad(eager, args, g.to(dtype))
+        eager_grad_err = max(rel_error(a, e) for a, e in zip(eager_grads, grads64))
+        fwd_err = rel_error(out, expected)
+        grad_err = max(rel_error(a, e) for a, e in zip(grads, grads64))
+        eager_err = rel_error(eager, expected)
+        bound = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 2 * eager_err + 1e-6)
+        ok &= fwd_err <= bound
+        print(
+            f"{'linear_relu':<16}{str(dtype)[6:]:>10}{fwd_err:>11.2e}{eager_err:>11.2e}{grad_err:>11.2e}{eager_grad_err:>12.2e}"
+        )
+    print("all within bounds" if ok else "SOME ERRORS ABOVE THEIR BOUNDS")
+    return ok
+
+
+def digits_demo(device, epochs=60):
+    print(f"\n== 2. real data: scikit-learn's handwritten digits ({device})")
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        print("scikit-learn is not installed: skipping the digits demo")
+        return
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32, device=device) / 16.0
+    y = torch.tensor(data.target, device=device)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(device)
+    x, y = x[perm], y[perm]
+    split = int(0.8 * len(x))
+
+    def model(fused):
+        torch.manual_seed(0)
+        if fused:
+            return nn.Sequential(fastlayers.FusedLinearReLU(64, 256), fastlayers.FusedLinearReLU(256, 128), nn.Linear(128, 10))
+        return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    print(f"{'layers':<26}{'train loss':>11}{'test acc':>10}{'ms/epoch':>10}")
+    for fused in (False, True):
+        net = model(fused).to(device)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        start = time.perf_counter()
+        for _ in range(epochs):
+            for i in range(0, split, 64):
+                loss = nn.functional.cross_entropy(net(x[i : min(i + 64, split)]), y[i : min(i + 64, split)])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - start) / epochs * 1e3
+        with torch.no_grad():
+            acc = (net(x[split:]).argmax(1) == y[split:]).float().mean().item()
+        name = "FusedLinearReLU" if fused else "nn.Linear + nn.ReLU"
+        print(f"{name:<26}{loss.item():>11.4f}{acc:>10.3f}{ms:>10.1f}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--full", action="store_true", help="the full benchmark: all anchor shapes, with torch.compile")
+    args = p.parse_args(argv)
+    ok = check_ops(args.device)
+    digits_demo(args.device)
+    print("\n== 3. benchmark")
+    bench_linear_relu.main(["--device", args.device] + ([] if args.full else ["--quick"]))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
