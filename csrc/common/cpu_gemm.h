@@ -289,14 +289,17 @@ inline bool relu_mask_on(double v) { return v > 0.0; }
 // p-major, zero-padded past the last row. Applies the mask and, if
 // `row_sums` is given, adds each packed row's sum to it. The loop order
 // follows A's smaller stride, so reads stay sequential either way.
-template <typename T, typename Acc>
-void pack_a_panel(Acc* dst, int MR, const MatrixView<T>& a,
-                  const MatrixView<T>* mask, int64_t i0, int64_t p0,
-                  int64_t kc, Acc* row_sums) {
+template <bool kMasked, typename T, typename Acc>
+void pack_a_panel_impl(Acc* dst, int MR, const MatrixView<T>& a,
+                       const MatrixView<T>& mask, int64_t i0, int64_t p0,
+                       int64_t kc, Acc* row_sums) {
   const int mr = static_cast<int>(std::min<int64_t>(MR, a.rows - i0));
+  // Both loads happen and a select picks the value: a branch on a ReLU
+  // mask mispredicts half the time.
   auto value = [&](int64_t i, int64_t p) -> Acc {
-    if (mask && !relu_mask_on((*mask)(i, p))) return Acc(0);
-    return static_cast<Acc>(a(i, p));
+    const Acc v = static_cast<Acc>(a(i, p));
+    if constexpr (kMasked) return relu_mask_on(mask(i, p)) ? v : Acc(0);
+    return v;
   };
   if (mr < MR) std::fill(dst, dst + MR * kc, Acc(0));
   if (std::abs(a.rs) < std::abs(a.cs)) {
@@ -324,6 +327,43 @@ void pack_a_panel(Acc* dst, int MR, const MatrixView<T>& a,
   }
 }
 
+template <typename T, typename Acc>
+void pack_a_panel(Acc* dst, int MR, const MatrixView<T>& a,
+                  const MatrixView<T>* mask, int64_t i0, int64_t p0,
+                  int64_t kc, Acc* row_sums) {
+  if (mask) {
+    pack_a_panel_impl<true>(dst, MR, a, *mask, i0, p0, kc, row_sums);
+  } else {
+    pack_a_panel_impl<false>(dst, MR, a, a, i0, p0, kc, row_sums);
+  }
+}
+
+#ifdef FASTLAYERS_X86
+// dst[c * ldd + r] = src[r * lds + c] for an 8 x 8 block of floats.
+__attribute__((target("avx2"))) inline void transpose_8x8(const float* src,
+                                                           int64_t lds,
+                                                           float* dst,
+                                                           int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+    t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * ldd, t[i]);
+}
+#endif
+
 // Packs one NR-column panel of B: rows [p0, p0+kc), columns [j0, j0+NR),
 // zero-padded past the last column; loop order as for A.
 template <typename T, typename Acc>
@@ -342,9 +382,22 @@ void pack_b_panel(Acc* dst, int NR, const MatrixView<T>& b, int64_t p0,
       }
     }
   } else {
+    int64_t p_done = 0;  // rows already packed by the 8 x 8 transposes
+#ifdef FASTLAYERS_X86
+    // A weight read as B[k, n] = W[n, k]: each panel is a transpose.
+    if constexpr (std::is_same_v<T, float>) {
+      if (b.rs == 1 && nr % 8 == 0 && cpu_has_avx2_fma()) {
+        p_done = kc - kc % 8;
+        for (int j = 0; j < nr; j += 8)
+          for (int64_t p = 0; p < p_done; p += 8)
+            transpose_8x8(b.data + (p0 + p) + (j0 + j) * b.cs, b.cs,
+                          dst + p * NR + j, NR);
+      }
+    }
+#endif
     for (int j = 0; j < nr; ++j) {
       const T* src = b.data + p0 * b.rs + (j0 + j) * b.cs;
-      for (int64_t p = 0; p < kc; ++p) dst[p * NR + j] = static_cast<Acc>(src[p * b.rs]);
+      for (int64_t p = p_done; p < kc; ++p) dst[p * NR + j] = static_cast<Acc>(src[p * b.rs]);
     }
   }
 }
@@ -457,6 +510,26 @@ void maybe_parallel(bool serial, int64_t n, const F& f) {
   }
 }
 
+// Space for the packed operands, kept per calling thread between calls:
+// a fresh multi-megabyte allocation is handed back to the system on free,
+// and re-touching it costs a page fault per 4 KB on every call. Requests
+// above kKeepBytes are allocated for the call alone.
+template <typename Acc>
+Acc* packing_space(size_t n, std::unique_ptr<Acc[]>& once) {
+  constexpr size_t kKeepBytes = size_t(64) << 20;
+  if (n * sizeof(Acc) > kKeepBytes) {
+    once.reset(new Acc[n]);
+    return once.get();
+  }
+  thread_local std::unique_ptr<Acc[]> kept;
+  thread_local size_t kept_size = 0;
+  if (kept_size < n) {
+    kept.reset(new Acc[n]);
+    kept_size = n;
+  }
+  return kept.get();
+}
+
 // C (M x N, row stride ldc, type T) = epilogue(A_masked @ B).
 // `row_sums` (length M, type Acc), if given, receives the row sums of the
 // masked A. `mask`, if given, has A's shape.
@@ -519,21 +592,22 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
     // An A panel task walks the k-blocks in order, so each row sum has one
     // owner and a fixed order.
     const int64_t a_block = kc_max * a_panels * MR, b_block = kc_max * b_panels * NR;
-    std::unique_ptr<Acc[]> packed_a(new Acc[k_blocks * a_block]);
-    std::unique_ptr<Acc[]> packed_b(new Acc[k_blocks * b_block]);
+    std::unique_ptr<Acc[]> once;
+    Acc* const packed_a = packing_space<Acc>(k_blocks * (a_block + b_block), once);
+    Acc* const packed_b = packed_a + k_blocks * a_block;
     if (row_sums) std::fill(row_sums, row_sums + M, Acc(0));
     maybe_parallel(serial, a_panels + k_blocks * b_panels, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         if (t < a_panels) {
           for (int64_t kb = 0; kb < k_blocks; ++kb) {
             const int64_t p0 = kb * KC, kc = std::min<int64_t>(KC, K - p0);
-            pack_a_panel<T, Acc>(packed_a.get() + kb * a_block + t * kc * MR, MR,
+            pack_a_panel<T, Acc>(packed_a + kb * a_block + t * kc * MR, MR,
                                  a, mask, t * MR, p0, kc, row_sums);
           }
         } else {
           const int64_t kb = (t - a_panels) / b_panels, jp = (t - a_panels) % b_panels;
           const int64_t p0 = kb * KC, kc = std::min<int64_t>(KC, K - p0);
-          pack_b_panel<T, Acc>(packed_b.get() + kb * b_block + jp * kc * NR, NR,
+          pack_b_panel<T, Acc>(packed_b + kb * b_block + jp * kc * NR, NR,
                                b, p0, kc, jp * NR);
         }
       }
@@ -558,8 +632,8 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
         for (int64_t kb = 0; kb < k_blocks; ++kb) {
           const int64_t kc = std::min<int64_t>(KC, K - kb * KC);
           const bool first = kb == 0, last = kb == k_blocks - 1;
-          const Acc* ablock = packed_a.get() + kb * a_block;
-          const Acc* bblock = packed_b.get() + kb * b_block;
+          const Acc* ablock = packed_a + kb * a_block;
+          const Acc* bblock = packed_b + kb * b_block;
           for (int64_t jp = jp0; jp < jp1; ++jp) {
             const int64_t j = jp * NR;
             const int nr = static_cast<int>(std::min<int64_t>(NR, N - j));
