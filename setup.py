@@ -106,6 +106,6 @@ setup(
     packages=["fastlayers"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=["torch>=2.6"],
 )
