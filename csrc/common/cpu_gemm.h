@@ -587,31 +587,27 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
     const int64_t a_panels = (M + MR - 1) / MR;
     const int64_t b_panels = (N + NR - 1) / NR;
 
-    // Both operands are packed once, in parallel, panel by panel: k-block kb
-    // of A holds a_panels panels of kc x MR, of B b_panels panels of kc x NR.
-    // An A panel task walks the k-blocks in order, so each row sum has one
-    // owner and a fixed order.
+    // Both operands are packed once: k-block kb of A holds a_panels panels
+    // of kc x MR, of B b_panels panels of kc x NR. An A panel is packed by
+    // one task walking the k-blocks in order, so each row sum has one owner
+    // and a fixed order.
     const int64_t a_block = kc_max * a_panels * MR, b_block = kc_max * b_panels * NR;
     std::unique_ptr<Acc[]> once;
     Acc* const packed_a = packing_space<Acc>(k_blocks * (a_block + b_block), once);
     Acc* const packed_b = packed_a + k_blocks * a_block;
     if (row_sums) std::fill(row_sums, row_sums + M, Acc(0));
-    maybe_parallel(serial, a_panels + k_blocks * b_panels, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        if (t < a_panels) {
-          for (int64_t kb = 0; kb < k_blocks; ++kb) {
-            const int64_t p0 = kb * KC, kc = std::min<int64_t>(KC, K - p0);
-            pack_a_panel<T, Acc>(packed_a + kb * a_block + t * kc * MR, MR,
-                                 a, mask, t * MR, p0, kc, row_sums);
-          }
-        } else {
-          const int64_t kb = (t - a_panels) / b_panels, jp = (t - a_panels) % b_panels;
-          const int64_t p0 = kb * KC, kc = std::min<int64_t>(KC, K - p0);
-          pack_b_panel<T, Acc>(packed_b + kb * b_block + jp * kc * NR, NR,
-                               b, p0, kc, jp * NR);
-        }
+    auto pack_a_panel_t = [&](int64_t t) {
+      for (int64_t kb = 0; kb < k_blocks; ++kb) {
+        const int64_t p0 = kb * KC, kc = std::min<int64_t>(KC, K - p0);
+        pack_a_panel<T, Acc>(packed_a + kb * a_block + t * kc * MR, MR, a,
+                             mask, t * MR, p0, kc, row_sums);
       }
-    });
+    };
+    auto pack_b_panel_t = [&](int64_t kb, int64_t jp) {
+      const int64_t p0 = kb * KC, kc = std::min<int64_t>(KC, K - p0);
+      pack_b_panel<T, Acc>(packed_b + kb * b_block + jp * kc * NR, NR, b, p0,
+                           kc, jp * NR);
+    };
 
     // Tasks are (row block, column chunk) pairs: enough to keep every thread
     // busy, each owning its part of C across the whole reduction.
@@ -624,11 +620,34 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
     }
     const int64_t n_chunks = (b_panels + chunk_panels - 1) / chunk_panels;
 
+    // With one row block (few rows: A is small), each column chunk has one
+    // task, which packs its own B panels just before using them: one
+    // parallel region instead of two, and the panels are still in cache.
+    // Otherwise everything is packed first, panel by panel, in parallel.
+    const bool b_packed_by_task = m_blocks == 1;
+    if (b_packed_by_task) {
+      for (int64_t t = 0; t < a_panels; ++t) pack_a_panel_t(t);
+    } else {
+      maybe_parallel(serial, a_panels + k_blocks * b_panels, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          if (t < a_panels) {
+            pack_a_panel_t(t);
+          } else {
+            pack_b_panel_t((t - a_panels) / b_panels, (t - a_panels) % b_panels);
+          }
+        }
+      });
+    }
+
     maybe_parallel(serial, m_blocks * n_chunks, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t mb = t / n_chunks, chunk = t % n_chunks;
         const int64_t ip0 = mb * MC_PANELS, ip1 = std::min(a_panels, ip0 + MC_PANELS);
         const int64_t jp0 = chunk * chunk_panels, jp1 = std::min(b_panels, jp0 + chunk_panels);
+        if (b_packed_by_task) {
+          for (int64_t kb = 0; kb < k_blocks; ++kb)
+            for (int64_t jp = jp0; jp < jp1; ++jp) pack_b_panel_t(kb, jp);
+        }
         for (int64_t kb = 0; kb < k_blocks; ++kb) {
           const int64_t kc = std::min<int64_t>(KC, K - kb * KC);
           const bool first = kb == 0, last = kb == k_blocks - 1;
