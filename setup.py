@@ -78,9 +78,8 @@ def extension():
     with_cuda = want_cuda()
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-    sources = ["csrc/registration.cpp"] + sorted(
-        glob.glob("csrc/*/cpu.cpp") + glob.glob("csrc/*/autograd.cpp")
-    )
+    # Every op's C++ (cpu.cpp, autograd.cpp, autocast.cpp ...) and CUDA (cuda.cu) files.
+    sources = ["csrc/registration.cpp"] + sorted(glob.glob("csrc/*/*.cpp"))
     # -fopenmp turns at::parallel_for on (its OpenMP pragmas live in the
     # headers); libgomp itself is the one torch already loaded.
     cxx = (["-O0", "-g"] if debug else ["-O3"]) + ["-fopenmp"]

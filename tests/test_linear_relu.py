@@ -227,3 +227,19 @@ def test_cuda_graph_capture_and_replay():
     x.copy_(torch.randn_like(x))
     graph.replay()
     assert rel_error(out, ref.linear_relu(x, w, b)) <= 1e-5
+
+
+# ---- autocast -----------------------------------------------------------
+
+
+def test_autocast_runs_in_the_autocast_dtype_like_nn_linear(device):
+    x, w, b = make((6, 24), 10, torch.float32, device, requires_grad=True)
+    dtype = torch.bfloat16
+    with torch.autocast(device_type=device, dtype=dtype):
+        out = FL.linear_relu(x, w, b)
+        eager = ref.linear_relu(x, w, b)
+    assert out.dtype == eager.dtype == dtype
+    expected = ref.linear_relu(x.double(), w.double(), b.double())
+    assert rel_error(out, expected) <= 2 * rel_error(eager, expected) + 1e-6
+    out.float().sum().backward()
+    assert w.grad.dtype == torch.float32 and x.grad.dtype == torch.float32

@@ -4,10 +4,10 @@
 //
 // Saved for backward: the output (it carries the ReLU mask), the weight only
 // if the input needs a gradient, the input only if the weight does.
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "calls.h"
 #include "linear_relu.h"
 
 namespace fastlayers {
@@ -15,39 +15,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-at::Tensor linear_relu_call(const at::Tensor& input, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fastlayers::linear_relu", "")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                            const std::optional<at::Tensor>&)>();
-  return op.call(input, weight, bias);
-}
-
-at::Tensor backward_input_call(const at::Tensor& grad_output,
-                               const at::Tensor& output,
-                               const at::Tensor& weight) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fastlayers::linear_relu_backward_input", "")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&)>();
-  return op.call(grad_output, output, weight);
-}
-
-std::tuple<at::Tensor, at::Tensor> backward_params_call(
-    const at::Tensor& grad_output, const at::Tensor& output,
-    const std::optional<at::Tensor>& input, bool bias_grad) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fastlayers::linear_relu_backward_params", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&,
-              const std::optional<at::Tensor>&, bool)>();
-  return op.call(grad_output, output, input, bias_grad);
-}
 
 class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> {
  public:
@@ -75,12 +42,12 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
 
     at::Tensor grad_input, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
-      grad_input = backward_input_call(grad, output, weight);
+      grad_input = linear_relu_backward_input_call(grad, output, weight);
     }
     const bool need_weight = ctx->needs_input_grad(1);
     const bool need_bias = has_bias && ctx->needs_input_grad(2);
     if (need_weight || need_bias) {
-      auto [gw, gb] = backward_params_call(
+      auto [gw, gb] = linear_relu_backward_params_call(
           grad, output,
           need_weight ? std::optional<at::Tensor>(input) : std::nullopt,
           need_bias);
@@ -127,7 +94,7 @@ at::Tensor backward_input_autograd(const at::Tensor& grad_output,
   refuse_double_backward(kLinearReLUBackwardInput,
                          {&grad_output, &output, &weight});
   at::AutoDispatchBelowADInplaceOrView guard;
-  return backward_input_call(grad_output, output, weight);
+  return linear_relu_backward_input_call(grad_output, output, weight);
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_params_autograd(
@@ -138,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor> backward_params_autograd(
       kLinearReLUBackwardParams,
       {&grad_output, &output, input.has_value() ? &*input : &none});
   at::AutoDispatchBelowADInplaceOrView guard;
-  return backward_params_call(grad_output, output, input, bias_grad);
+  return linear_relu_backward_params_call(grad_output, output, input, bias_grad);
 }
 
 }  // namespace
