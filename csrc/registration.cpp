@@ -13,6 +13,9 @@ TORCH_LIBRARY(fastlayers, m) {
   m.def(
       "linear_relu_backward_params(Tensor grad_output, Tensor output, "
       "Tensor? input, bool bias_grad) -> (Tensor, Tensor)");
+  // input - input.mean(dim, keepdim=True); dim None: every element. Its own
+  // backward (centering is self-adjoint). See csrc/center/center.h.
+  m.def("center(Tensor input, int[]? dim=None) -> Tensor");
 }
 
 // `import fastlayers._C` runs the registrations above; the module itself

@@ -1,6 +1,6 @@
 """fastlayers: fused PyTorch layers with hand-written CPU and CUDA kernels."""
 
 from . import functional, reference
-from .modules import FusedLinearReLU
+from .modules import Centered, FusedLinearReLU
 
-__all__ = ["functional", "reference", "FusedLinearReLU"]
+__all__ = ["functional", "reference", "Centered", "FusedLinearReLU"]

@@ -5,6 +5,7 @@ import torch
 from . import ops  # noqa: F401  (fake kernels)
 
 _linear_relu = torch.ops.fastlayers.linear_relu.default
+_center = torch.ops.fastlayers.center.default
 
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -17,3 +18,21 @@ def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     recomputed from the output).
     """
     return _linear_relu(input, weight, bias)
+
+
+def center(input: torch.Tensor, dim: int | tuple[int, ...] | list[int] | None = None) -> torch.Tensor:
+    """``input - input.mean(dim, keepdim=True)`` in one fused kernel.
+
+    ``dim=None`` centers over every element (the chapter's ``CenteredLayer``);
+    an int or a tuple of ints centers each slice along those dims (negative
+    dims allowed). Backward is the centering of the gradient; nothing is
+    saved. float16/bfloat16/float32/float64, any rank.
+    """
+    if dim is not None:
+        if isinstance(dim, int) and not isinstance(dim, bool):
+            dim = [dim]
+        elif isinstance(dim, (tuple, list)) and all(isinstance(d, int) and not isinstance(d, bool) for d in dim):
+            dim = list(dim)
+        else:
+            raise TypeError(f"fastlayers.center: dim must be None, an int or a tuple of ints, got {dim!r}")
+    return _center(input, dim)

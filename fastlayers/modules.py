@@ -44,3 +44,18 @@ class FusedLinearReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Centered(nn.Module):
+    """The chapter's ``CenteredLayer``: ``x - x.mean()`` (``dim=None``), or
+    centering along ``dim`` (an int or a tuple of ints). No parameters."""
+
+    def __init__(self, dim: int | tuple[int, ...] | None = None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.center(input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"

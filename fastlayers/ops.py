@@ -67,3 +67,39 @@ def _linear_relu_backward_params_fake(grad_output, output, input, bias_grad):
     grad_weight = output.new_empty((n, input.shape[-1]) if input is not None else (0,))
     grad_bias = output.new_empty((n,) if bias_grad else (0,))
     return grad_weight, grad_bias
+
+
+# ---- center --------------------------------------------------------------
+
+
+def center_dims(input, dim):
+    """The wrapped, sorted dims `center` reduces over (mirrors csrc/center/center.h)."""
+    op = "fastlayers::center"
+    _check_float(op, "input", input)
+    ndim = input.dim()
+    if dim is None or len(dim) == 0:
+        return list(range(ndim))
+    span = max(ndim, 1)
+    dims = []
+    for d in dim:
+        torch._check(
+            -span <= d < span,
+            lambda: f"{op}: dim {d} is out of range for a tensor of {ndim} dimensions "
+            f"(expected a dim in [{-span}, {span - 1}])",
+        )
+        w = d + span if d < 0 else d
+        torch._check(w not in dims, lambda: f"{op}: dim {w} appears more than once in dim={list(dim)}")
+        dims.append(w)
+    return sorted(dims) if ndim else []
+
+
+@torch.library.register_fake("fastlayers::center")
+def _center_fake(input, dim=None):
+    dims = center_dims(input, dim)
+    if not dims or dims[-1] - dims[0] + 1 == len(dims):
+        return input.new_empty(input.shape)
+    # Non-adjacent dims: the kernel works on a copy with the reduced dims
+    # moved last and returns the result permuted back (center_layout).
+    perm = [d for d in range(input.dim()) if d not in dims] + dims
+    inverse = [perm.index(d) for d in range(input.dim())]
+    return input.new_empty([input.shape[d] for d in perm]).permute(inverse)

@@ -8,3 +8,10 @@ import torch.nn.functional as F
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
     return F.relu(F.linear(input, weight, bias))
+
+
+def center(input: torch.Tensor, dim=None) -> torch.Tensor:
+    """The chapter's CenteredLayer, generalised to centering along dims."""
+    if dim is None:
+        return input - input.mean()
+    return input - input.mean(dim, keepdim=True)

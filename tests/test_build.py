@@ -9,18 +9,20 @@ import torch
 
 from fastlayers import _build_info
 
+OPS = ("linear_relu", "linear_relu_backward_input", "linear_relu_backward_params", "center")
+
 
 @pytest.mark.skipif(os.environ.get("FASTLAYERS_EXPECT_CUDA") != "1", reason="CUDA kernels not required here")
 def test_cuda_kernels_were_compiled():
     """CI builds with FORCE_CUDA=1 and sets FASTLAYERS_EXPECT_CUDA=1, so the CUDA
     sources cannot rot even where no GPU runs them."""
     assert _build_info.WITH_CUDA
-    for op in ("linear_relu", "linear_relu_backward_input", "linear_relu_backward_params"):
+    for op in OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastlayers::{op}", "CUDA"), op
 
 
 def test_every_op_has_cpu_autograd_and_fake_kernels():
-    for op in ("linear_relu", "linear_relu_backward_input", "linear_relu_backward_params"):
+    for op in OPS:
         for key in ("CPU", "Autograd", "Meta"):
             assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastlayers::{op}", key), (op, key)
 

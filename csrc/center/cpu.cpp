@@ -1,0 +1,201 @@
+// CPU kernel of fastlayers::center over the [outer, reduce, inner] layout of
+// center.h. Sums are shifted by each group's first element (so a large
+// common offset costs no accuracy) and accumulated in double for float and
+// double inputs, float for half/bfloat16. Long groups are summed in fixed
+// chunks combined in a fixed order: results do not depend on the thread
+// count. Hot loops are compiled twice, for AVX2 and for any x86-64/other
+// CPU, and picked at run time.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "center.h"
+
+namespace fastlayers {
+namespace {
+
+// float accumulates in double: a float sum of 2^28 elements loses digits
+// the centered result needs.
+template <typename T>
+using CenterAcc = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, double, float>;
+
+constexpr int64_t kChunk = int64_t(1) << 15;      // elements per partial sum
+constexpr int64_t kSerial = int64_t(1) << 16;     // below this, one thread
+constexpr int64_t kColumnTile = 256;              // inner elements per task
+
+#define FASTLAYERS_INLINE inline __attribute__((always_inline))
+
+// sum over x[0..n) of (x - shift), with independent lanes a compiler can
+// vectorise and a pairwise combine.
+template <typename T, typename Acc>
+FASTLAYERS_INLINE Acc shifted_sum_body(const T* x, int64_t n, Acc shift) {
+  constexpr int L = 16;
+  Acc lane[L] = {};
+  int64_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int j = 0; j < L; ++j) lane[j] += static_cast<Acc>(x[i + j]) - shift;
+  Acc tail = Acc(0);
+  for (; i < n; ++i) tail += static_cast<Acc>(x[i]) - shift;
+  for (int w = L / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+  return lane[0] + tail;
+}
+
+template <typename T, typename Acc>
+FASTLAYERS_INLINE void subtract_body(const T* x, T* y, int64_t n, Acc mean) {
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(static_cast<Acc>(x[i]) - mean);
+}
+
+// sums[i] += x[r, i] - shift[i] for r in [0, rows), i in [0, width).
+template <typename T, typename Acc>
+FASTLAYERS_INLINE void column_sums_body(const T* x, int64_t rows, int64_t stride, int64_t width,
+                                        const Acc* shift, Acc* sums) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < width; ++i) sums[i] += static_cast<Acc>(x[r * stride + i]) - shift[i];
+}
+
+// y[r, i] = x[r, i] - mean[i].
+template <typename T, typename Acc>
+FASTLAYERS_INLINE void column_subtract_body(const T* x, T* y, int64_t rows, int64_t stride, int64_t width,
+                                            const Acc* mean) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < width; ++i)
+      y[r * stride + i] = static_cast<T>(static_cast<Acc>(x[r * stride + i]) - mean[i]);
+}
+
+template <typename T, typename Acc>
+struct Loops {
+  Acc (*shifted_sum)(const T*, int64_t, Acc);
+  void (*subtract)(const T*, T*, int64_t, Acc);
+  void (*column_sums)(const T*, int64_t, int64_t, int64_t, const Acc*, Acc*);
+  void (*column_subtract)(const T*, T*, int64_t, int64_t, int64_t, const Acc*);
+};
+
+#define FASTLAYERS_CENTER_LOOPS(ATTR, NAME)                                                           \
+  template <typename T, typename Acc>                                                                 \
+  ATTR Acc NAME##_shifted_sum(const T* x, int64_t n, Acc shift) {                                     \
+    return shifted_sum_body<T, Acc>(x, n, shift);                                                     \
+  }                                                                                                   \
+  template <typename T, typename Acc>                                                                 \
+  ATTR void NAME##_subtract(const T* x, T* y, int64_t n, Acc mean) {                                  \
+    subtract_body<T, Acc>(x, y, n, mean);                                                             \
+  }                                                                                                   \
+  template <typename T, typename Acc>                                                                 \
+  ATTR void NAME##_column_sums(const T* x, int64_t rows, int64_t stride, int64_t width,               \
+                               const Acc* shift, Acc* sums) {                                         \
+    column_sums_body<T, Acc>(x, rows, stride, width, shift, sums);                                    \
+  }                                                                                                   \
+  template <typename T, typename Acc>                                                                 \
+  ATTR void NAME##_column_subtract(const T* x, T* y, int64_t rows, int64_t stride, int64_t width,     \
+                                   const Acc* mean) {                                                 \
+    column_subtract_body<T, Acc>(x, y, rows, stride, width, mean);                                    \
+  }
+
+FASTLAYERS_CENTER_LOOPS(, portable)
+#if defined(__x86_64__)
+FASTLAYERS_CENTER_LOOPS(__attribute__((target("avx2,fma"))), avx2)
+#endif
+
+template <typename T, typename Acc>
+Loops<T, Acc> select_loops() {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) return {&avx2_shifted_sum<T, Acc>, &avx2_subtract<T, Acc>, &avx2_column_sums<T, Acc>,
+                    &avx2_column_subtract<T, Acc>};
+#endif
+  return {&portable_shifted_sum<T, Acc>, &portable_subtract<T, Acc>, &portable_column_sums<T, Acc>,
+          &portable_column_subtract<T, Acc>};
+}
+
+template <typename F>
+void maybe_parallel(bool serial, int64_t n, const F& f) {
+  if (serial || n <= 1) {
+    f(0, n);
+  } else {
+    at::parallel_for(0, n, 1, f);
+  }
+}
+
+// Groups of `reduce` contiguous elements (inner == 1).
+template <typename T, typename Acc>
+void center_rows(const T* x, T* y, int64_t outer, int64_t reduce, const Loops<T, Acc>& loops) {
+  const bool serial = outer * reduce <= kSerial;
+  if (outer > 1 || reduce <= kChunk) {
+    maybe_parallel(serial, outer, [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) {
+        const T* xr = x + o * reduce;
+        const Acc shift = static_cast<Acc>(xr[0]);
+        Acc sum = Acc(0);
+        for (int64_t c = 0; c < reduce; c += kChunk)  // same chunks as the long-row path
+          sum += loops.shifted_sum(xr + c, std::min(kChunk, reduce - c), shift);
+        loops.subtract(xr, y + o * reduce, reduce, shift + sum / static_cast<Acc>(reduce));
+      }
+    });
+    return;
+  }
+  // One long group (the whole tensor): chunks summed in parallel, combined
+  // in order, then subtracted in parallel.
+  const int64_t chunks = (reduce + kChunk - 1) / kChunk;
+  std::vector<Acc> partial(static_cast<size_t>(chunks));
+  const Acc shift = static_cast<Acc>(x[0]);
+  maybe_parallel(serial, chunks, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c)
+      partial[c] = loops.shifted_sum(x + c * kChunk, std::min(kChunk, reduce - c * kChunk), shift);
+  });
+  Acc sum = Acc(0);
+  for (const Acc p : partial) sum += p;
+  const Acc mean = shift + sum / static_cast<Acc>(reduce);
+  maybe_parallel(serial, chunks, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c)
+      loops.subtract(x + c * kChunk, y + c * kChunk, std::min(kChunk, reduce - c * kChunk), mean);
+  });
+}
+
+// Groups strided by `inner` (a dim other than the last): tasks own a tile
+// of columns of one outer slice and walk its rows twice.
+template <typename T, typename Acc>
+void center_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner,
+                    const Loops<T, Acc>& loops) {
+  const int64_t tiles = (inner + kColumnTile - 1) / kColumnTile;
+  maybe_parallel(outer * reduce * inner <= kSerial, outer * tiles, [&](int64_t begin, int64_t end) {
+    Acc shift[kColumnTile], sums[kColumnTile];
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t o = t / tiles, i0 = (t % tiles) * kColumnTile;
+      const int64_t width = std::min(kColumnTile, inner - i0);
+      const T* xs = x + o * reduce * inner + i0;
+      T* ys = y + o * reduce * inner + i0;
+      for (int64_t i = 0; i < width; ++i) shift[i] = static_cast<Acc>(xs[i]), sums[i] = Acc(0);
+      loops.column_sums(xs, reduce, inner, width, shift, sums);
+      for (int64_t i = 0; i < width; ++i) sums[i] = shift[i] + sums[i] / static_cast<Acc>(reduce);
+      loops.column_subtract(xs, ys, reduce, inner, width, sums);
+    }
+  });
+}
+
+at::Tensor center_cpu(const at::Tensor& input, at::OptionalIntArrayRef dim) {
+  const std::vector<int64_t> dims = center_dims(input, dim);
+  const CenterLayout l = center_layout(input, dims);
+  at::Tensor out = at::empty(l.x.sizes(), l.x.options());
+  if (out.numel() == 0) return center_result(out, l);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "center_cpu", [&] {
+    using Acc = CenterAcc<scalar_t>;
+    const Loops<scalar_t, Acc> loops = select_loops<scalar_t, Acc>();
+    const scalar_t* x = l.x.const_data_ptr<scalar_t>();
+    scalar_t* y = out.data_ptr<scalar_t>();
+    if (l.inner == 1) {
+      center_rows<scalar_t, Acc>(x, y, l.outer, l.reduce, loops);
+    } else {
+      center_columns<scalar_t, Acc>(x, y, l.outer, l.reduce, l.inner, loops);
+    }
+  });
+  return center_result(out, l);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastlayers, CPU, m) { m.impl("center", &center_cpu); }
+
+}  // namespace fastlayers
