@@ -28,6 +28,7 @@ QUICK_SHAPES = {"cpu": [(2, 20, 256), (64, 512, 512), (512, 512, 512)], "cuda": 
 def contenders(device, compile_too):
     c = {"eager": ref.linear_relu, "fastlayers": FL.linear_relu}
     if compile_too:
+        torch._dynamo.reset()  # a fresh compile per case, not a recompile
         c["compile"] = torch.compile(ref.linear_relu, fullgraph=True, dynamic=False)
     if device == "cuda":
         c["cublaslt"] = lambda x, w, b: torch._addmm_activation(b, x, w.t(), use_gelu=False)

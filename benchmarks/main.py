@@ -1,10 +1,11 @@
 """The main job (scripts/demo.sh): on the device at hand,
-1. check every fastlayers op against its plain-PyTorch reference,
+1. check every fastlayers op (linear_relu, center) against its plain-PyTorch
+   reference,
 2. train a small classifier on real data (scikit-learn's 8x8 handwritten
    digits) with FusedLinearReLU layers and with nn.Linear + nn.ReLU, from the
    same initial weights, and compare,
-3. print the linear_relu benchmark table (quick shapes; `--full` for all
-   shapes with torch.compile too).
+3. print the benchmark tables of linear_relu and center (quick shapes;
+   `--full` for all shapes with torch.compile too).
 """
 
 import argparse
@@ -17,7 +18,7 @@ import fastlayers
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 
-from . import bench_linear_relu
+from . import bench_center, bench_linear_relu
 
 
 def rel_error(out, expected):
@@ -29,7 +30,7 @@ def check_ops(device):
     torch.manual_seed(0)
     dtypes = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
     print("relative errors against float64; eager = plain PyTorch in the same dtype")
-    print(f"{'op':<16}{'dtype':>10}{'fwd err':>11}{'eager fwd':>11}{'grad err':>11}{'eager grad':>12}")
+    print(f"{'op':<18}{'dtype':>10}{'fwd err':>11}{'eager fwd':>11}{'grad err':>11}{'eager grad':>12}")
     ok = True
     for dtype in dtypes:
         x = torch.randn(37, 3, 50, device=device)
@@ -51,8 +52,26 @@ def check_ops(device):
         bound = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 2 * eager_err + 1e-6)
         ok &= fwd_err <= bound
         print(
-            f"{'linear_relu':<16}{str(dtype)[6:]:>10}{fwd_err:>11.2e}{eager_err:>11.2e}{grad_err:>11.2e}{eager_grad_err:>12.2e}"
+            f"{'linear_relu':<18}{str(dtype)[6:]:>10}{fwd_err:>11.2e}{eager_err:>11.2e}{grad_err:>11.2e}{eager_grad_err:>12.2e}"
         )
+    for dim in (None, -1, (0, 2)):
+        for dtype in dtypes:
+            x = torch.randn(37, 3, 50, device=device) + 100.0  # a large common offset
+            g = torch.randn(37, 3, 50, device=device)
+            d = list(dim) if isinstance(dim, tuple) else dim
+            x64 = x.double().requires_grad_()
+            expected = ref.center(x64, d)
+            (grad64,) = torch.autograd.grad(expected, x64, g.double())
+            xd = x.to(dtype).requires_grad_()
+            out = FL.center(xd, dim)
+            (grad,) = torch.autograd.grad(out, xd, g.to(dtype))
+            eager = ref.center(xd, d)
+            (eager_grad,) = torch.autograd.grad(eager, xd, g.to(dtype))
+            errs = [rel_error(out, expected), rel_error(eager, expected), rel_error(grad, grad64), rel_error(eager_grad, grad64)]
+            bound = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 2 * errs[1] + 1e-6)
+            ok &= errs[0] <= bound
+            name = f"center dim={dim}"
+            print(f"{name:<18}{str(dtype)[6:]:>10}" + "".join(f"{e:>11.2e}" for e in errs[:3]) + f"{errs[3]:>12.2e}")
     print("all within bounds" if ok else "SOME ERRORS ABOVE THEIR BOUNDS")
     return ok
 
@@ -106,6 +125,8 @@ def main(argv=None):
     digits_demo(args.device)
     print("\n== 3. benchmark")
     bench_linear_relu.main(["--device", args.device] + ([] if args.full else ["--quick"]))
+    print()
+    bench_center.main(["--device", args.device] + ([] if args.full else ["--quick"]))
     return 0 if ok else 1
 
 

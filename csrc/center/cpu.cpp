@@ -1,8 +1,8 @@
 // CPU kernel of fastlayers::center over the [outer, reduce, inner] layout of
-// center.h. Sums are shifted by each group's first element (so a large
-// common offset costs no accuracy) and accumulated in double for float and
-// double inputs, float for half/bfloat16. Long groups are summed in fixed
-// chunks combined in a fixed order: results do not depend on the thread
+// center.h. Values are shifted by each group's first element s, so a large
+// common offset costs no accuracy: sums of (x - s) are taken in float (double
+// for double) over fixed chunks, chunks are combined in double in a fixed
+// order, and y = (x - s) - (mean - s). Results do not depend on the thread
 // count. Hot loops are compiled twice, for AVX2 and for any x86-64/other
 // CPU, and picked at run time.
 #include <ATen/Dispatch.h>
@@ -17,10 +17,8 @@
 namespace fastlayers {
 namespace {
 
-// float accumulates in double: a float sum of 2^28 elements loses digits
-// the centered result needs.
 template <typename T>
-using CenterAcc = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, double, float>;
+using CenterAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 constexpr int64_t kChunk = int64_t(1) << 15;      // elements per partial sum
 constexpr int64_t kSerial = int64_t(1) << 16;     // below this, one thread
@@ -29,10 +27,11 @@ constexpr int64_t kColumnTile = 256;              // inner elements per task
 #define FASTLAYERS_INLINE inline __attribute__((always_inline))
 
 // sum over x[0..n) of (x - shift), with independent lanes a compiler can
-// vectorise and a pairwise combine.
+// vectorise and a pairwise combine. 64 lanes = four 512-bit accumulators, so
+// the adds' latency overlaps instead of chaining.
 template <typename T, typename Acc>
-FASTLAYERS_INLINE Acc shifted_sum_body(const T* x, int64_t n, Acc shift) {
-  constexpr int L = 16;
+FASTLAYERS_INLINE Acc shifted_sum_body(const T* __restrict__ x, int64_t n, Acc shift) {
+  constexpr int L = 64;
   Acc lane[L] = {};
   int64_t i = 0;
   for (; i + L <= n; i += L)
@@ -44,34 +43,51 @@ FASTLAYERS_INLINE Acc shifted_sum_body(const T* x, int64_t n, Acc shift) {
   return lane[0] + tail;
 }
 
+// y = (x - shift) - offset, where offset = mean - shift is small.
 template <typename T, typename Acc>
-FASTLAYERS_INLINE void subtract_body(const T* x, T* y, int64_t n, Acc mean) {
-  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>(static_cast<Acc>(x[i]) - mean);
+FASTLAYERS_INLINE void subtract_body(const T* __restrict__ x, T* __restrict__ y, int64_t n, Acc shift, Acc offset) {
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<T>((static_cast<Acc>(x[i]) - shift) - offset);
+}
+
+// Centers rows [begin, end) of `reduce` contiguous elements each, in one
+// call (no per-row indirect calls for short rows).
+template <typename T, typename Acc>
+FASTLAYERS_INLINE void center_rows_body(const T* x, T* y, int64_t reduce, int64_t begin, int64_t end) {
+  for (int64_t o = begin; o < end; ++o) {
+    const T* xr = x + o * reduce;
+    const Acc shift = static_cast<Acc>(xr[0]);
+    double sum = 0;
+    for (int64_t c = 0; c < reduce; c += kChunk)  // same chunks as the long-group path
+      sum += shifted_sum_body<T, Acc>(xr + c, std::min(kChunk, reduce - c), shift);
+    subtract_body<T, Acc>(xr, y + o * reduce, reduce, shift, static_cast<Acc>(sum / reduce));
+  }
 }
 
 // sums[i] += x[r, i] - shift[i] for r in [0, rows), i in [0, width).
 template <typename T, typename Acc>
-FASTLAYERS_INLINE void column_sums_body(const T* x, int64_t rows, int64_t stride, int64_t width,
-                                        const Acc* shift, Acc* sums) {
+FASTLAYERS_INLINE void column_sums_body(const T* __restrict__ x, int64_t rows, int64_t stride, int64_t width,
+                                        const Acc* __restrict__ shift, Acc* __restrict__ sums) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < width; ++i) sums[i] += static_cast<Acc>(x[r * stride + i]) - shift[i];
 }
 
-// y[r, i] = x[r, i] - mean[i].
+// y[r, i] = (x[r, i] - shift[i]) - offset[i].
 template <typename T, typename Acc>
-FASTLAYERS_INLINE void column_subtract_body(const T* x, T* y, int64_t rows, int64_t stride, int64_t width,
-                                            const Acc* mean) {
+FASTLAYERS_INLINE void column_subtract_body(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t stride,
+                                            int64_t width, const Acc* __restrict__ shift,
+                                            const Acc* __restrict__ offset) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < width; ++i)
-      y[r * stride + i] = static_cast<T>(static_cast<Acc>(x[r * stride + i]) - mean[i]);
+      y[r * stride + i] = static_cast<T>((static_cast<Acc>(x[r * stride + i]) - shift[i]) - offset[i]);
 }
 
 template <typename T, typename Acc>
 struct Loops {
   Acc (*shifted_sum)(const T*, int64_t, Acc);
-  void (*subtract)(const T*, T*, int64_t, Acc);
+  void (*subtract)(const T*, T*, int64_t, Acc, Acc);
   void (*column_sums)(const T*, int64_t, int64_t, int64_t, const Acc*, Acc*);
-  void (*column_subtract)(const T*, T*, int64_t, int64_t, int64_t, const Acc*);
+  void (*column_subtract)(const T*, T*, int64_t, int64_t, int64_t, const Acc*, const Acc*);
+  void (*rows)(const T*, T*, int64_t, int64_t, int64_t);
 };
 
 #define FASTLAYERS_CENTER_LOOPS(ATTR, NAME)                                                           \
@@ -80,8 +96,8 @@ struct Loops {
     return shifted_sum_body<T, Acc>(x, n, shift);                                                     \
   }                                                                                                   \
   template <typename T, typename Acc>                                                                 \
-  ATTR void NAME##_subtract(const T* x, T* y, int64_t n, Acc mean) {                                  \
-    subtract_body<T, Acc>(x, y, n, mean);                                                             \
+  ATTR void NAME##_subtract(const T* x, T* y, int64_t n, Acc shift, Acc offset) {                    \
+    subtract_body<T, Acc>(x, y, n, shift, offset);                                                    \
   }                                                                                                   \
   template <typename T, typename Acc>                                                                 \
   ATTR void NAME##_column_sums(const T* x, int64_t rows, int64_t stride, int64_t width,               \
@@ -90,24 +106,33 @@ struct Loops {
   }                                                                                                   \
   template <typename T, typename Acc>                                                                 \
   ATTR void NAME##_column_subtract(const T* x, T* y, int64_t rows, int64_t stride, int64_t width,     \
-                                   const Acc* mean) {                                                 \
-    column_subtract_body<T, Acc>(x, y, rows, stride, width, mean);                                    \
+                                   const Acc* shift, const Acc* offset) {                             \
+    column_subtract_body<T, Acc>(x, y, rows, stride, width, shift, offset);                           \
+  }                                                                                                   \
+  template <typename T, typename Acc>                                                                 \
+  ATTR void NAME##_rows(const T* x, T* y, int64_t reduce, int64_t begin, int64_t end) {               \
+    center_rows_body<T, Acc>(x, y, reduce, begin, end);                                               \
   }
 
 FASTLAYERS_CENTER_LOOPS(, portable)
 #if defined(__x86_64__)
 FASTLAYERS_CENTER_LOOPS(__attribute__((target("avx2,fma"))), avx2)
+FASTLAYERS_CENTER_LOOPS(__attribute__((target("avx512f,avx512bw,avx512vl,prefer-vector-width=512"))), avx512)
 #endif
 
 template <typename T, typename Acc>
 Loops<T, Acc> select_loops() {
 #if defined(__x86_64__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vl");
+  if (avx512) return {&avx512_shifted_sum<T, Acc>, &avx512_subtract<T, Acc>, &avx512_column_sums<T, Acc>,
+                      &avx512_column_subtract<T, Acc>, &avx512_rows<T, Acc>};
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (avx2) return {&avx2_shifted_sum<T, Acc>, &avx2_subtract<T, Acc>, &avx2_column_sums<T, Acc>,
-                    &avx2_column_subtract<T, Acc>};
+                    &avx2_column_subtract<T, Acc>, &avx2_rows<T, Acc>};
 #endif
   return {&portable_shifted_sum<T, Acc>, &portable_subtract<T, Acc>, &portable_column_sums<T, Acc>,
-          &portable_column_subtract<T, Acc>};
+          &portable_column_subtract<T, Acc>, &portable_rows<T, Acc>};
 }
 
 template <typename F>
@@ -124,16 +149,7 @@ template <typename T, typename Acc>
 void center_rows(const T* x, T* y, int64_t outer, int64_t reduce, const Loops<T, Acc>& loops) {
   const bool serial = outer * reduce <= kSerial;
   if (outer > 1 || reduce <= kChunk) {
-    maybe_parallel(serial, outer, [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin; o < end; ++o) {
-        const T* xr = x + o * reduce;
-        const Acc shift = static_cast<Acc>(xr[0]);
-        Acc sum = Acc(0);
-        for (int64_t c = 0; c < reduce; c += kChunk)  // same chunks as the long-row path
-          sum += loops.shifted_sum(xr + c, std::min(kChunk, reduce - c), shift);
-        loops.subtract(xr, y + o * reduce, reduce, shift + sum / static_cast<Acc>(reduce));
-      }
-    });
+    maybe_parallel(serial, outer, [&](int64_t begin, int64_t end) { loops.rows(x, y, reduce, begin, end); });
     return;
   }
   // One long group (the whole tensor): chunks summed in parallel, combined
@@ -145,32 +161,39 @@ void center_rows(const T* x, T* y, int64_t outer, int64_t reduce, const Loops<T,
     for (int64_t c = begin; c < end; ++c)
       partial[c] = loops.shifted_sum(x + c * kChunk, std::min(kChunk, reduce - c * kChunk), shift);
   });
-  Acc sum = Acc(0);
+  double sum = 0;
   for (const Acc p : partial) sum += p;
-  const Acc mean = shift + sum / static_cast<Acc>(reduce);
+  const Acc offset = static_cast<Acc>(sum / reduce);
   maybe_parallel(serial, chunks, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c)
-      loops.subtract(x + c * kChunk, y + c * kChunk, std::min(kChunk, reduce - c * kChunk), mean);
+      loops.subtract(x + c * kChunk, y + c * kChunk, std::min(kChunk, reduce - c * kChunk), shift, offset);
   });
 }
 
 // Groups strided by `inner` (a dim other than the last): tasks own a tile
-// of columns of one outer slice and walk its rows twice.
+// of columns of one outer slice and walk its rows twice, summing blocks of
+// rows in float and the blocks in double.
 template <typename T, typename Acc>
 void center_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner,
                     const Loops<T, Acc>& loops) {
   const int64_t tiles = (inner + kColumnTile - 1) / kColumnTile;
+  const int64_t rows_per_block = std::max<int64_t>(1, kChunk / kColumnTile);
   maybe_parallel(outer * reduce * inner <= kSerial, outer * tiles, [&](int64_t begin, int64_t end) {
-    Acc shift[kColumnTile], sums[kColumnTile];
+    Acc shift[kColumnTile], sums[kColumnTile], offset[kColumnTile];
+    double total[kColumnTile];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t o = t / tiles, i0 = (t % tiles) * kColumnTile;
       const int64_t width = std::min(kColumnTile, inner - i0);
       const T* xs = x + o * reduce * inner + i0;
       T* ys = y + o * reduce * inner + i0;
-      for (int64_t i = 0; i < width; ++i) shift[i] = static_cast<Acc>(xs[i]), sums[i] = Acc(0);
-      loops.column_sums(xs, reduce, inner, width, shift, sums);
-      for (int64_t i = 0; i < width; ++i) sums[i] = shift[i] + sums[i] / static_cast<Acc>(reduce);
-      loops.column_subtract(xs, ys, reduce, inner, width, sums);
+      for (int64_t i = 0; i < width; ++i) shift[i] = static_cast<Acc>(xs[i]), total[i] = 0;
+      for (int64_t r = 0; r < reduce; r += rows_per_block) {
+        for (int64_t i = 0; i < width; ++i) sums[i] = Acc(0);
+        loops.column_sums(xs + r * inner, std::min(rows_per_block, reduce - r), inner, width, shift, sums);
+        for (int64_t i = 0; i < width; ++i) total[i] += sums[i];
+      }
+      for (int64_t i = 0; i < width; ++i) offset[i] = static_cast<Acc>(total[i] / reduce);
+      loops.column_subtract(xs, ys, reduce, inner, width, shift, offset);
     }
   });
 }
