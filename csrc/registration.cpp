@@ -16,6 +16,14 @@ TORCH_LIBRARY(fastlayers, m) {
   // input - input.mean(dim, keepdim=True); dim None: every element. Its own
   // backward (centering is self-adjoint). See csrc/center/center.h.
   m.def("center(Tensor input, int[]? dim=None) -> Tensor");
+  // The chapter's FixedHiddenMLP; returns (output, hidden, halvings), the last
+  // two for the backward. See csrc/fixed_hidden/fixed_hidden.h.
+  m.def(
+      "fixed_hidden_mlp(Tensor input, Tensor weight, Tensor bias, Tensor rand_weight, "
+      "bool return_sum=True) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "fixed_hidden_mlp_backward(Tensor grad_output, Tensor input, Tensor weight, "
+      "Tensor rand_weight, Tensor hidden, Tensor halvings, bool return_sum) -> (Tensor, Tensor, Tensor)");
 }
 
 // `import fastlayers._C` runs the registrations above; the module itself

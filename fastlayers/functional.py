@@ -6,6 +6,7 @@ from . import ops  # noqa: F401  (fake kernels)
 
 _linear_relu = torch.ops.fastlayers.linear_relu.default
 _center = torch.ops.fastlayers.center.default
+_fixed_hidden_mlp = torch.ops.fastlayers.fixed_hidden_mlp.default
 
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -36,3 +37,29 @@ def center(input: torch.Tensor, dim: int | tuple[int, ...] | list[int] | None = 
         else:
             raise TypeError(f"fastlayers.center: dim must be None, an int or a tuple of ints, got {dim!r}")
     return _center(input, dim)
+
+
+def fixed_hidden_mlp(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    rand_weight: torch.Tensor,
+    return_sum: bool = True,
+    return_halvings: bool = False,
+):
+    """The chapter's FixedHiddenMLP block as one op, with no host synchronisation::
+
+        h = linear(input)                  # weight [F, F], bias [F]
+        h = relu(h @ rand_weight + 1)      # rand_weight: constant, no gradient
+        h = linear(h)                      # the same weight and bias again
+        while h.abs().sum() > 1: h /= 2    # k halvings, found on the device
+        return h.sum() if return_sum else h
+
+    The halving count k is applied as one exact power of two and held
+    constant in backward. If h holds a NaN or an infinity, k = 0 and the
+    result carries it unchanged (the chapter's loop stops at once on a NaN
+    sum and never stops on an infinite one). With ``return_halvings=True``
+    returns ``(result, k)``, k an int64 0-d tensor on the input's device.
+    """
+    out, _, halvings = _fixed_hidden_mlp(input, weight, bias, rand_weight, return_sum)
+    return (out, halvings) if return_halvings else out

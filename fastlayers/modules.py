@@ -59,3 +59,28 @@ class Centered(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class FixedHiddenMLP(nn.Module):
+    """The chapter's FixedHiddenMLP: a shared linear layer used twice around a
+    constant random matrix, then halved until sum|h| <= 1, as one fused op.
+
+    ``rand_weight`` is a non-trainable buffer (drawn with ``torch.rand``,
+    reproducible through ``generator``): it follows ``.to()``, is saved in
+    the state_dict, and the chapter block's state_dict (with rand_weight made
+    a buffer) loads into this module. ``linear`` is an ``nn.Linear``.
+    ``return_sum=False`` returns the halved ``h`` instead of its sum.
+    """
+
+    def __init__(self, features: int = 20, *, return_sum: bool = True, generator=None, device=None, dtype=None):
+        super().__init__()
+        self.return_sum = return_sum
+        rand = torch.rand((features, features), generator=generator, dtype=dtype)
+        self.register_buffer("rand_weight", rand.to(device) if device is not None else rand)
+        self.linear = nn.Linear(features, features, device=device, dtype=dtype)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.fixed_hidden_mlp(input, self.linear.weight, self.linear.bias, self.rand_weight, self.return_sum)
+
+    def extra_repr(self) -> str:
+        return f"features={self.linear.in_features}, return_sum={self.return_sum}"

@@ -103,3 +103,32 @@ def _center_fake(input, dim=None):
     perm = [d for d in range(input.dim()) if d not in dims] + dims
     inverse = [perm.index(d) for d in range(input.dim())]
     return input.new_empty([input.shape[d] for d in perm]).permute(inverse)
+
+
+# ---- fixed_hidden_mlp ------------------------------------------------------
+
+
+@torch.library.register_fake("fastlayers::fixed_hidden_mlp")
+def _fixed_hidden_mlp_fake(input, weight, bias, rand_weight, return_sum=True):
+    op = "fastlayers::fixed_hidden_mlp"
+    for name, t in (("input", input), ("weight", weight), ("bias", bias), ("rand_weight", rand_weight)):
+        _check_float(op, name, t)
+        _check_like(op, name, t, "input", input)
+    torch._check(
+        weight.dim() == 2 and weight.shape[0] == weight.shape[1],
+        lambda: f"{op}: argument 'weight' must be a square [features, features] matrix, got {tuple(weight.shape)}",
+    )
+    f = weight.shape[0]
+    torch._check(input.dim() >= 1 and input.shape[-1] == f, lambda: f"{op}: input's last dimension must equal features = {f}")
+    torch._check(tuple(rand_weight.shape) == (f, f), lambda: f"{op}: argument 'rand_weight' must have shape [{f}, {f}]")
+    torch._check(tuple(bias.shape) == (f,), lambda: f"{op}: argument 'bias' must have shape [{f}]")
+    rows = 1
+    for s in input.shape[:-1]:
+        rows *= s
+    out = input.new_empty(()) if return_sum else input.new_empty(input.shape)
+    return out, input.new_empty((rows, f)), input.new_empty((), dtype=torch.int64)
+
+
+@torch.library.register_fake("fastlayers::fixed_hidden_mlp_backward")
+def _fixed_hidden_mlp_backward_fake(grad_output, input, weight, rand_weight, hidden, halvings, return_sum):
+    return input.new_empty(input.shape), weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],))

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -677,6 +678,27 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
           c[i * ldc + j] = static_cast<T>(cacc[i * ldacc + j]);
     });
   }
+}
+
+// A 2-D tensor as the GEMM reads it.
+template <typename T>
+MatrixView<T> view_of(const at::Tensor& m) {
+  return {m.const_data_ptr<T>(), m.size(0), m.size(1), m.stride(0),
+          m.stride(1)};
+}
+
+// The bias as the GEMM epilogue reads it: contiguous, in the accumulation
+// type. Points into the tensor itself when it already is; else into `copy`.
+template <typename T, typename Acc>
+const Acc* bias_in_acc(const at::Tensor& bias, std::vector<Acc>& copy) {
+  const T* src = bias.const_data_ptr<T>();
+  const int64_t n = bias.size(0), stride = bias.stride(0);
+  if constexpr (std::is_same_v<T, Acc>) {
+    if (stride == 1) return src;
+  }
+  copy.resize(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) copy[j] = static_cast<Acc>(src[j * stride]);
+  return copy.data();
 }
 
 }  // namespace cpu

@@ -12,26 +12,6 @@
 namespace fastlayers {
 namespace {
 
-template <typename T>
-cpu::MatrixView<T> view_of(const at::Tensor& m) {
-  return {m.const_data_ptr<T>(), m.size(0), m.size(1), m.stride(0),
-          m.stride(1)};
-}
-
-// The bias as the GEMM epilogue reads it: contiguous, in the accumulation
-// type. Points into the tensor itself when it already is; else into `copy`.
-template <typename T, typename Acc>
-const Acc* bias_in_acc(const at::Tensor& bias, std::vector<Acc>& copy) {
-  const T* src = bias.const_data_ptr<T>();
-  const int64_t n = bias.size(0), stride = bias.stride(0);
-  if constexpr (std::is_same_v<T, Acc>) {
-    if (stride == 1) return src;
-  }
-  copy.resize(static_cast<size_t>(n));
-  for (int64_t j = 0; j < n; ++j) copy[j] = static_cast<Acc>(src[j * stride]);
-  return copy.data();
-}
-
 at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
                            const std::optional<at::Tensor>& bias) {
   check_linear_relu_args(input, weight, bias);
@@ -44,11 +24,11 @@ at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
       at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cpu", [&] {
         using Acc = at::opmath_type<scalar_t>;
         std::vector<Acc> copy;
-        const Acc* b = has_bias ? bias_in_acc<scalar_t, Acc>(*bias, copy) : nullptr;
+        const Acc* b = has_bias ? cpu::bias_in_acc<scalar_t, Acc>(*bias, copy) : nullptr;
         // out[M,N] = x[M,K] @ weight.T[K,N]
         cpu::gemm<scalar_t, Acc>(
-            view_of<scalar_t>(x), nullptr,
-            view_of<scalar_t>(weight).transposed(), out.data_ptr<scalar_t>(),
+            cpu::view_of<scalar_t>(x), nullptr,
+            cpu::view_of<scalar_t>(weight).transposed(), out.data_ptr<scalar_t>(),
             out.size(-1), {b, /*relu=*/true},
             nullptr);
       });
@@ -69,9 +49,9 @@ at::Tensor linear_relu_backward_input_cpu(const at::Tensor& grad_output,
       "linear_relu_backward_input_cpu", [&] {
         using Acc = at::opmath_type<scalar_t>;
         // grad_input[M,K] = (g * (o > 0))[M,N] @ weight[N,K]
-        const auto mask = view_of<scalar_t>(o);
-        cpu::gemm<scalar_t, Acc>(view_of<scalar_t>(g), &mask,
-                                 view_of<scalar_t>(weight),
+        const auto mask = cpu::view_of<scalar_t>(o);
+        cpu::gemm<scalar_t, Acc>(cpu::view_of<scalar_t>(g), &mask,
+                                 cpu::view_of<scalar_t>(weight),
                                  grad_input.data_ptr<scalar_t>(),
                                  grad_input.size(-1), {}, nullptr);
       });
@@ -98,13 +78,13 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cpu(
         using Acc = at::opmath_type<scalar_t>;
         // Rows of the masked gradient's transpose, one per output feature:
         // their sums are the bias gradient.
-        const auto gt = view_of<scalar_t>(g).transposed();
-        const auto mask_t = view_of<scalar_t>(o).transposed();
+        const auto gt = cpu::view_of<scalar_t>(g).transposed();
+        const auto mask_t = cpu::view_of<scalar_t>(o).transposed();
         std::vector<Acc> sums(bias_grad ? static_cast<size_t>(N) : 0);
         if (weight_grad) {
           // grad_weight[N,K] = (g * (o > 0)).T[N,M] @ input[M,K]
           const at::Tensor x = as_matrix(*input);
-          cpu::gemm<scalar_t, Acc>(gt, &mask_t, view_of<scalar_t>(x),
+          cpu::gemm<scalar_t, Acc>(gt, &mask_t, cpu::view_of<scalar_t>(x),
                                    grad_weight.data_ptr<scalar_t>(),
                                    grad_weight.size(1), {},
                                    bias_grad ? sums.data() : nullptr);

@@ -1,0 +1,90 @@
+// Autograd for fixed_hidden_mlp, in C++ like the other ops. The halving
+// count k is held constant, as the chapter's loop does; rand_weight gets no
+// gradient. Saved: input, weight, rand_weight and the op's own hidden and
+// halvings outputs (no extra memory).
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include "fixed_hidden.h"
+
+namespace fastlayers {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+Triple forward_call(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                    const at::Tensor& rand_weight, bool return_sum) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastlayers::fixed_hidden_mlp", "")
+                             .typed<Triple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, bool)>();
+  return op.call(input, weight, bias, rand_weight, return_sum);
+}
+
+Triple backward_call(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                     const at::Tensor& rand_weight, const at::Tensor& hidden, const at::Tensor& halvings,
+                     bool return_sum) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fastlayers::fixed_hidden_mlp_backward", "")
+                             .typed<Triple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>();
+  return op.call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
+}
+
+class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFunction> {
+ public:
+  static constexpr bool is_traceable = true;
+
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                               const at::Tensor& bias, const at::Tensor& rand_weight, bool return_sum) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, hidden, halvings] = forward_call(input, weight, bias, rand_weight, return_sum);
+    ctx->mark_non_differentiable({hidden, halvings});
+    ctx->save_for_backward({input, weight, rand_weight, hidden, halvings});
+    ctx->saved_data["return_sum"] = return_sum;
+    return {out, hidden, halvings};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [grad_input, grad_weight, grad_bias] =
+        backward_call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["return_sum"].toBool());
+    return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor()};
+  }
+};
+
+Triple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                                 const at::Tensor& rand_weight, bool return_sum) {
+  const bool needs_grad = input.requires_grad() || weight.requires_grad() || bias.requires_grad();
+  if (!at::GradMode::is_enabled() || !needs_grad) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return forward_call(input, weight, bias, rand_weight, return_sum);
+  }
+  const variable_list out = FixedHiddenMLPFunction::apply(input, weight, bias, rand_weight, return_sum);
+  return {out[0], out[1], out[2]};
+}
+
+Triple fixed_hidden_mlp_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
+                                          const at::Tensor& weight, const at::Tensor& rand_weight,
+                                          const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
+  if (at::GradMode::is_enabled()) {
+    for (const at::Tensor* t : {&grad_output, &input, &weight, &rand_weight, &hidden}) {
+      TORCH_CHECK(!t->requires_grad(), kFixedHiddenMLPBackward,
+                  ": double backward (create_graph=True through fastlayers.FixedHiddenMLP) is not supported");
+    }
+  }
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return backward_call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastlayers, Autograd, m) {
+  m.impl("fixed_hidden_mlp", &fixed_hidden_mlp_autograd);
+  m.impl("fixed_hidden_mlp_backward", &fixed_hidden_mlp_backward_autograd);
+}
+
+}  // namespace fastlayers

@@ -1,0 +1,151 @@
+// CPU kernels of the fixed_hidden_mlp ops: three products of
+// common/cpu_gemm.h (bias, "+1" and ReLU in their stores), one pass for
+// sum|h3| in double, and the halving applied as one exact power of two.
+// The backward is five products, with the ReLU mask applied while packing
+// and both bias gradients taken as row sums inside the weight products.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "../common/cpu_gemm.h"
+#include "../common/shapes.h"
+#include "fixed_hidden.h"
+
+namespace fastlayers {
+namespace {
+
+constexpr int64_t kSumChunk = int64_t(1) << 14;
+
+// sum of f(x[i]) over n contiguous elements, in double, in fixed chunks
+// combined in order (the same result for any thread count).
+template <typename T, typename F>
+double sum_in_double(const T* x, int64_t n, const F& f) {
+  const int64_t chunks = (n + kSumChunk - 1) / kSumChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      double s = 0;
+      for (int64_t i = c * kSumChunk; i < std::min(n, (c + 1) * kSumChunk); ++i) s += f(static_cast<double>(x[i]));
+      partial[c] = s;
+    }
+  };
+  if (n <= 4 * kSumChunk) {
+    run(0, chunks);
+  } else {
+    at::parallel_for(0, chunks, 1, run);
+  }
+  double s = 0;
+  for (const double p : partial) s += p;
+  return s;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                                                    const at::Tensor& bias,
+                                                                    const at::Tensor& rand_weight, bool return_sum) {
+  check_fixed_hidden_mlp_args(input, weight, bias, rand_weight);
+  const int64_t f = weight.size(0);
+  const at::Tensor x = as_matrix(input);
+  const int64_t m = x.size(0);
+  at::Tensor hidden = at::empty({m, f}, input.options());
+  at::Tensor h = at::empty({m, f}, input.options());  // h1, then h3 (and the output)
+  int64_t k = 0;
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_cpu", [&] {
+    using T = scalar_t;
+    using Acc = at::opmath_type<T>;
+    std::vector<Acc> bias_copy;
+    const Acc* b = cpu::bias_in_acc<T, Acc>(bias, bias_copy);
+    const std::vector<Acc> ones(static_cast<size_t>(f), Acc(1));
+    const auto w_t = cpu::view_of<T>(weight).transposed();
+    cpu::gemm<T, Acc>(cpu::view_of<T>(x), nullptr, w_t, h.data_ptr<T>(), f, {b, false}, nullptr);
+    cpu::gemm<T, Acc>(cpu::view_of<T>(h), nullptr, cpu::view_of<T>(rand_weight), hidden.data_ptr<T>(), f,
+                      {ones.data(), true}, nullptr);
+    cpu::gemm<T, Acc>(cpu::view_of<T>(hidden), nullptr, w_t, h.data_ptr<T>(), f, {b, false}, nullptr);
+    T* h3 = h.data_ptr<T>();
+    const int64_t n = m * f;
+    k = halvings_for(sum_in_double(h3, n, [](double v) { return std::fabs(v); }));
+    const int e = static_cast<int>(-k);
+    if (return_sum) {
+      out = at::scalar_tensor(std::ldexp(sum_in_double(h3, n, [](double v) { return v; }), e), input.options());
+    } else {
+      if (k != 0)
+        for (int64_t i = 0; i < n; ++i) h3[i] = static_cast<T>(std::ldexp(static_cast<Acc>(h3[i]), e));
+      out = h.view(input.sizes());
+    }
+  });
+  return {out, hidden, at::scalar_tensor(k, input.options().dtype(at::kLong))};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
+    const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
+  const char* op = kFixedHiddenMLPBackward;
+  check_fixed_hidden_params(op, input, weight, rand_weight);
+  check_floating(op, "grad_output", grad_output);
+  check_same_dtype_device(op, "grad_output", grad_output, "input", input);
+  TORCH_CHECK(return_sum ? grad_output.numel() == 1 : grad_output.sizes() == input.sizes(), op,
+              ": grad_output has shape ", grad_output.sizes(), ", expected ",
+              return_sum ? "a single element" : "the input's shape");
+  const int64_t f = weight.size(0);
+  const at::Tensor x = as_matrix(input);
+  const int64_t m = x.size(0);
+  TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == m && hidden.size(1) == f, op, ": hidden has shape ",
+              hidden.sizes(), ", expected [", m, ", ", f, "]");
+  TORCH_CHECK(halvings.numel() == 1 && halvings.scalar_type() == at::kLong, op,
+              ": halvings must be a single int64 element");
+  const int e = static_cast<int>(-halvings.item<int64_t>());
+  const auto opts = input.options();
+  at::Tensor grad3 = at::empty({m, f}, opts), grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts);
+  at::Tensor grad_input = at::empty({m, f}, opts), grad_weight = at::empty({f, f}, opts);
+  at::Tensor grad_bias = at::empty({f}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_backward_cpu", [&] {
+    using T = scalar_t;
+    using Acc = at::opmath_type<T>;
+    // grad of h3: the incoming gradient times 2^-k (k held constant).
+    T* g3 = grad3.data_ptr<T>();
+    if (return_sum) {
+      const T g = static_cast<T>(std::ldexp(static_cast<Acc>(grad_output.reshape({}).item<T>()), e));
+      std::fill(g3, g3 + m * f, g);
+    } else {
+      const at::Tensor go = as_matrix(grad_output);
+      const auto gv = cpu::view_of<T>(go);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < f; ++j) g3[i * f + j] = static_cast<T>(std::ldexp(static_cast<Acc>(gv(i, j)), e));
+    }
+    const auto w = cpu::view_of<T>(weight);
+    const auto h2 = cpu::view_of<T>(hidden);
+    const auto g3v = cpu::view_of<T>(grad3);
+    // second use of the linear: h3 = h2 @ W.T + b
+    std::vector<Acc> bias_sums(static_cast<size_t>(f)), bias_sums2(static_cast<size_t>(f));
+    cpu::gemm<T, Acc>(g3v, nullptr, w, grad2.data_ptr<T>(), f, {}, nullptr);
+    cpu::gemm<T, Acc>(g3v.transposed(), nullptr, h2, grad_weight.data_ptr<T>(), f, {}, bias_sums.data());
+    // h2 = relu(h1 @ C + 1): mask from h2 while packing, then through C.T
+    const auto g2v = cpu::view_of<T>(grad2);
+    cpu::gemm<T, Acc>(g2v, &h2, cpu::view_of<T>(rand_weight).transposed(), grad1.data_ptr<T>(), f, {}, nullptr);
+    // first use of the linear: h1 = x @ W.T + b
+    const auto g1v = cpu::view_of<T>(grad1);
+    cpu::gemm<T, Acc>(g1v, nullptr, w, grad_input.data_ptr<T>(), f, {}, nullptr);
+    at::Tensor grad_weight2 = at::empty({f, f}, opts);
+    cpu::gemm<T, Acc>(g1v.transposed(), nullptr, cpu::view_of<T>(x), grad_weight2.data_ptr<T>(), f, {},
+                      bias_sums2.data());
+    T* gw = grad_weight.data_ptr<T>();
+    const T* gw2 = grad_weight2.const_data_ptr<T>();
+    for (int64_t i = 0; i < f * f; ++i) gw[i] = static_cast<T>(static_cast<Acc>(gw[i]) + static_cast<Acc>(gw2[i]));
+    T* gb = grad_bias.data_ptr<T>();
+    for (int64_t j = 0; j < f; ++j) gb[j] = static_cast<T>(bias_sums[j] + bias_sums2[j]);
+  });
+  return {grad_input.view(input.sizes()), grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastlayers, CPU, m) {
+  m.impl("fixed_hidden_mlp", &fixed_hidden_mlp_cpu);
+  m.impl("fixed_hidden_mlp_backward", &fixed_hidden_mlp_backward_cpu);
+}
+
+}  // namespace fastlayers
