@@ -9,7 +9,14 @@ import torch
 
 from fastlayers import _build_info
 
-OPS = ("linear_relu", "linear_relu_backward_input", "linear_relu_backward_params", "center")
+OPS = (
+    "linear_relu",
+    "linear_relu_backward_input",
+    "linear_relu_backward_params",
+    "center",
+    "fixed_hidden_mlp",
+    "fixed_hidden_mlp_backward",
+)
 
 
 @pytest.mark.skipif(os.environ.get("FASTLAYERS_EXPECT_CUDA") != "1", reason="CUDA kernels not required here")

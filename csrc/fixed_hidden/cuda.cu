@@ -1,0 +1,280 @@
+// CUDA kernels of the fixed_hidden_mlp ops, with no host synchronisation:
+// the halving count is computed by a kernel, stored on the device and read
+// there by the kernels that apply it.
+//
+//   small problems (the chapter's 2x20, 64x20): one block does everything in
+//       shared memory, a single launch;
+//   larger ones: three products of common/cuda_gemm.cuh, a partial-sum
+//       kernel (|h| and h, in double, fixed order), a finalize kernel that
+//       computes k, and (return_sum=False) a scale kernel.
+// Backward: five products (mask and bias-gradient row sums fused) plus a few
+// elementwise ATen calls, all on the current stream.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/exp2.h>
+#include <ATen/ops/ones.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../common/cuda_gemm.cuh"
+#include "../common/shapes.h"
+#include "fixed_hidden.h"
+
+namespace fastlayers {
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int64_t kSumChunk = 8192;
+constexpr size_t kFusedSharedBytes = 48 * 1024;
+
+template <typename T>
+cuda::StridedMatrix<T> strided(const at::Tensor& m) {
+  return {m.const_data_ptr<T>(), m.stride(0), m.stride(1)};
+}
+template <typename T>
+cuda::StridedMatrix<T> strided_t(const at::Tensor& m) {
+  return {m.const_data_ptr<T>(), m.stride(1), m.stride(0)};
+}
+
+__device__ double block_sum(double v, double* scratch) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double total = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < blockDim.x / 32; ++w) total += scratch[w];  // fixed order
+  __syncthreads();
+  return total;  // valid in thread 0
+}
+
+// The whole block in one launch: x [m, f] (strided), everything else in
+// shared memory as Acc.
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kBlock)
+    fused_small_kernel(cuda::StridedMatrix<T> x, const T* w, int64_t w_rs, int64_t w_cs, const T* b, int64_t b_s,
+                       const T* c, int64_t c_rs, int64_t c_cs, int m, int f, bool return_sum, T* out, T* hidden,
+                       int64_t* halvings) {
+  extern __shared__ unsigned char smem_raw[];
+  Acc* ws = reinterpret_cast<Acc*>(smem_raw);  // [f, f]
+  Acc* cs = ws + f * f;                         // [f, f]
+  Acc* bs = cs + f * f;                         // [f]
+  Acc* ha = bs + f;                             // [m, f]
+  Acc* hb = ha + m * f;                         // [m, f]
+  __shared__ double scratch[kBlock / 32];
+  const int n = m * f;
+  for (int i = threadIdx.x; i < f * f; i += kBlock) {
+    const int r = i / f, q = i % f;
+    ws[i] = static_cast<Acc>(w[r * w_rs + q * w_cs]);
+    cs[i] = static_cast<Acc>(c[r * c_rs + q * c_cs]);
+  }
+  for (int i = threadIdx.x; i < f; i += kBlock) bs[i] = static_cast<Acc>(b[i * b_s]);
+  for (int i = threadIdx.x; i < n; i += kBlock) ha[i] = static_cast<Acc>(x(i / f, i % f));
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += kBlock) {  // h1 = x W.T + b
+    const int r = i / f, j = i % f;
+    Acc s = bs[j];
+    for (int p = 0; p < f; ++p) s += ha[r * f + p] * ws[j * f + p];
+    hb[i] = static_cast<Acc>(static_cast<T>(s));  // rounded to T, as the unfused path stores it
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += kBlock) {  // h2 = relu(h1 C + 1)
+    const int r = i / f, j = i % f;
+    Acc s = Acc(1);
+    for (int p = 0; p < f; ++p) s += hb[r * f + p] * cs[p * f + j];
+    const T h2 = static_cast<T>(s < Acc(0) ? Acc(0) : s);
+    hidden[i] = h2;
+    ha[i] = static_cast<Acc>(h2);
+  }
+  __syncthreads();
+  double abs_sum = 0, sum = 0;
+  for (int i = threadIdx.x; i < n; i += kBlock) {  // h3 = h2 W.T + b
+    const int r = i / f, j = i % f;
+    Acc s = bs[j];
+    for (int p = 0; p < f; ++p) s += ha[r * f + p] * ws[j * f + p];
+    const T h3 = static_cast<T>(s);
+    hb[i] = static_cast<Acc>(h3);
+    abs_sum += fabs(static_cast<double>(h3));
+    sum += static_cast<double>(h3);
+  }
+  abs_sum = block_sum(abs_sum, scratch);
+  sum = block_sum(sum, scratch);
+  __shared__ int64_t k_shared;
+  if (threadIdx.x == 0) {
+    k_shared = halvings_for(abs_sum);
+    *halvings = k_shared;
+    if (return_sum) *out = static_cast<T>(ldexp(sum, static_cast<int>(-k_shared)));
+  }
+  __syncthreads();
+  if (!return_sum) {
+    const int e = static_cast<int>(-k_shared);
+    for (int i = threadIdx.x; i < n; i += kBlock) out[i] = static_cast<T>(ldexp(static_cast<double>(hb[i]), e));
+  }
+}
+
+// partial[2c] = sum |h| and partial[2c+1] = sum h over chunk c, in double.
+template <typename T>
+__global__ void __launch_bounds__(kBlock) partial_sums_kernel(const T* h, int64_t n, double* partial) {
+  __shared__ double scratch[kBlock / 32];
+  const int64_t c = blockIdx.x;
+  double abs_sum = 0, sum = 0;
+  for (int64_t i = c * kSumChunk + threadIdx.x; i < min(n, (c + 1) * kSumChunk); i += kBlock) {
+    const double v = static_cast<double>(h[i]);
+    abs_sum += fabs(v);
+    sum += v;
+  }
+  abs_sum = block_sum(abs_sum, scratch);
+  sum = block_sum(sum, scratch);
+  if (threadIdx.x == 0) partial[2 * c] = abs_sum, partial[2 * c + 1] = sum;
+}
+
+// k from the partials (fixed order); the output scalar when return_sum.
+template <typename T>
+__global__ void __launch_bounds__(kBlock)
+    finalize_kernel(const double* partial, int64_t chunks, bool return_sum, T* out, int64_t* halvings) {
+  __shared__ double scratch[kBlock / 32];
+  double abs_sum = 0, sum = 0;
+  for (int64_t c = threadIdx.x; c < chunks; c += kBlock) abs_sum += partial[2 * c], sum += partial[2 * c + 1];
+  abs_sum = block_sum(abs_sum, scratch);
+  sum = block_sum(sum, scratch);
+  if (threadIdx.x == 0) {
+    const int64_t k = halvings_for(abs_sum);
+    *halvings = k;
+    if (return_sum) *out = static_cast<T>(ldexp(sum, static_cast<int>(-k)));
+  }
+}
+
+template <typename T>
+__global__ void scale_kernel(T* h, int64_t n, const int64_t* halvings) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  const int e = static_cast<int>(-*halvings);
+  if (i < n && e != 0) h[i] = static_cast<T>(ldexp(static_cast<double>(h[i]), e));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                                                     const at::Tensor& bias,
+                                                                     const at::Tensor& rand_weight, bool return_sum) {
+  check_fixed_hidden_mlp_args(input, weight, bias, rand_weight);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t f = weight.size(0);
+  const at::Tensor x = as_matrix(input);
+  const int64_t m = x.size(0), n = m * f;
+  const auto opts = input.options();
+  at::Tensor hidden = at::empty({m, f}, opts);
+  at::Tensor halvings = at::empty({}, opts.dtype(at::kLong));
+  at::Tensor out = return_sum ? at::empty({}, opts) : at::empty({m, f}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_cuda", [&] {
+    using T = scalar_t;
+    using Acc = at::opmath_type<T>;
+    const size_t fused_bytes = static_cast<size_t>(2 * f * f + f + 2 * n) * sizeof(Acc);
+    if (fused_bytes <= kFusedSharedBytes && n > 0) {
+      fused_small_kernel<T, Acc><<<1, kBlock, fused_bytes, stream>>>(
+          strided<T>(x), weight.const_data_ptr<T>(), weight.stride(0), weight.stride(1), bias.const_data_ptr<T>(),
+          bias.stride(0), rand_weight.const_data_ptr<T>(), rand_weight.stride(0), rand_weight.stride(1),
+          static_cast<int>(m), static_cast<int>(f), return_sum, out.data_ptr<T>(), hidden.data_ptr<T>(),
+          halvings.data_ptr<int64_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    at::Tensor h = return_sum ? at::empty({m, f}, opts) : out;  // h1, then h3
+    const at::Tensor one = at::ones({1}, opts);
+    cuda::GemmArgs<T, Acc> g;
+    g.M = m, g.N = f, g.K = f;
+    g.ldc = f;
+    // h1 = x W.T + b
+    g.a = strided<T>(x), g.b = strided_t<T>(weight), g.c = h.data_ptr<T>();
+    g.bias = bias.const_data_ptr<T>(), g.bias_stride = bias.stride(0);
+    cuda::gemm(g);
+    // h2 = relu(h1 C + 1)
+    g.a = strided<T>(h), g.b = strided<T>(rand_weight), g.c = hidden.data_ptr<T>();
+    g.bias = one.const_data_ptr<T>(), g.bias_stride = 0, g.relu = true;
+    cuda::gemm(g);
+    // h3 = h2 W.T + b
+    g.a = strided<T>(hidden), g.b = strided_t<T>(weight), g.c = h.data_ptr<T>();
+    g.bias = bias.const_data_ptr<T>(), g.bias_stride = bias.stride(0), g.relu = false;
+    cuda::gemm(g);
+    const int64_t chunks = std::max<int64_t>(1, (n + kSumChunk - 1) / kSumChunk);
+    at::Tensor partial = at::empty({2 * chunks}, opts.dtype(at::kDouble));
+    partial_sums_kernel<T><<<static_cast<unsigned>(chunks), kBlock, 0, stream>>>(h.const_data_ptr<T>(), n,
+                                                                               partial.data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    finalize_kernel<T><<<1, kBlock, 0, stream>>>(partial.const_data_ptr<double>(), chunks, return_sum,
+                                                 return_sum ? out.data_ptr<T>() : nullptr,
+                                                 halvings.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (!return_sum && n > 0) {
+      scale_kernel<T><<<static_cast<unsigned>((n + kBlock - 1) / kBlock), kBlock, 0, stream>>>(
+          out.data_ptr<T>(), n, halvings.const_data_ptr<int64_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  if (!return_sum) out = out.view(input.sizes());
+  return {out, hidden, halvings};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
+    const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
+  const char* op = kFixedHiddenMLPBackward;
+  check_fixed_hidden_params(op, input, weight, rand_weight);
+  check_floating(op, "grad_output", grad_output);
+  check_same_dtype_device(op, "grad_output", grad_output, "input", input);
+  TORCH_CHECK(return_sum ? grad_output.numel() == 1 : grad_output.sizes() == input.sizes(), op,
+              ": grad_output has shape ", grad_output.sizes(), ", expected ",
+              return_sum ? "a single element" : "the input's shape");
+  const c10::cuda::CUDAGuard guard(input.device());
+  const int64_t f = weight.size(0);
+  const at::Tensor x = as_matrix(input);
+  const int64_t m = x.size(0);
+  TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == m && hidden.size(1) == f, op, ": hidden has shape ",
+              hidden.sizes(), ", expected [", m, ", ", f, "]");
+  TORCH_CHECK(halvings.numel() == 1 && halvings.scalar_type() == at::kLong && halvings.device() == input.device(),
+              op, ": halvings must be a single int64 element on the input's device");
+  const auto opts = input.options();
+  // grad of h3 = grad_output * 2^-k, k read on the device (no sync).
+  const auto scale_type = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // 2^-k exactly
+  const at::Tensor scale = at::exp2(halvings.neg().to(scale_type)).to(input.scalar_type());
+  const at::Tensor grad3 =
+      (return_sum ? grad_output.reshape({1, 1}).expand({m, f}) : as_matrix(grad_output)).mul(scale).contiguous();
+  at::Tensor grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts), grad_input = at::empty({m, f}, opts);
+  at::Tensor grad_weight = at::empty({f, f}, opts), grad_weight2 = at::empty({f, f}, opts);
+  at::Tensor grad_bias = at::empty({f}, opts), grad_bias2 = at::empty({f}, opts);
+  if (m == 0 || f == 0) {
+    grad_weight.zero_(), grad_bias.zero_();
+    return {grad_input.view(input.sizes()), grad_weight, grad_bias};
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_backward_cuda", [&] {
+    using T = scalar_t;
+    using Acc = at::opmath_type<T>;
+    auto product = [&](cuda::StridedMatrix<T> a, cuda::StridedMatrix<T> mask, cuda::StridedMatrix<T> b, int64_t rows,
+                       int64_t reduce, at::Tensor& c, T* row_sums) {
+      cuda::GemmArgs<T, Acc> g;
+      g.a = a, g.mask = mask, g.b = b, g.c = c.data_ptr<T>(), g.ldc = f;
+      g.M = rows, g.N = f, g.K = reduce, g.row_sums = row_sums;
+      cuda::gemm(g);
+    };
+    const cuda::StridedMatrix<T> none;
+    // second use of the linear: h3 = h2 W.T + b
+    product(strided<T>(grad3), none, strided<T>(weight), m, f, grad2, nullptr);
+    product(strided_t<T>(grad3), none, strided<T>(hidden), f, m, grad_weight, grad_bias.data_ptr<T>());
+    // h2 = relu(h1 C + 1): the mask from h2, then through C.T
+    product(strided<T>(grad2), strided<T>(hidden), strided_t<T>(rand_weight), m, f, grad1, nullptr);
+    // first use of the linear: h1 = x W.T + b
+    product(strided<T>(grad1), none, strided<T>(weight), m, f, grad_input, nullptr);
+    product(strided_t<T>(grad1), none, strided<T>(x), f, m, grad_weight2, grad_bias2.data_ptr<T>());
+  });
+  grad_weight.add_(grad_weight2);
+  grad_bias.add_(grad_bias2);
+  return {grad_input.view(input.sizes()), grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastlayers, CUDA, m) {
+  m.impl("fixed_hidden_mlp", &fixed_hidden_mlp_cuda);
+  m.impl("fixed_hidden_mlp_backward", &fixed_hidden_mlp_backward_cuda);
+}
+
+}  // namespace fastlayers
