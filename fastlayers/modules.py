@@ -7,6 +7,9 @@ from torch import nn
 
 from . import functional as F
 
+# Called directly by FixedHiddenMLP.forward: a Python wrapper costs ~0.3 µs of a ~5 µs call.
+_fixed_hidden_mlp = torch.ops.fastlayers.fixed_hidden_mlp.default
+
 
 class FusedLinearReLU(nn.Module):
     """``nn.Sequential(nn.Linear(in, out), nn.ReLU())`` as one fused op.
@@ -80,7 +83,8 @@ class FixedHiddenMLP(nn.Module):
         self.linear = nn.Linear(features, features, device=device, dtype=dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.fixed_hidden_mlp(input, self.linear.weight, self.linear.bias, self.rand_weight, self.return_sum)
+        linear = self.linear
+        return _fixed_hidden_mlp(input, linear.weight, linear.bias, self.rand_weight, self.return_sum)[0]
 
     def extra_repr(self) -> str:
         return f"features={self.linear.in_features}, return_sum={self.return_sum}"

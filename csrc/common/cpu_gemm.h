@@ -490,6 +490,56 @@ __attribute__((target("avx2,fma"))) void small_rows_avx2(
 }
 #endif
 
+// The same few rows against B with contiguous rows (B[p, :]): each output
+// row is a sum of scaled B rows, vectorised along N.
+template <typename Acc>
+using SmallRowsAxpyKernel = void (*)(const Acc* a, int64_t lda, int64_t m,
+                                     const Acc* b, int64_t ldb, int64_t k,
+                                     int64_t n, Acc* c, int64_t ldc,
+                                     const Acc* bias, bool relu);
+
+template <typename Acc>
+inline __attribute__((always_inline)) void small_rows_axpy_body(
+    const Acc* __restrict__ a, int64_t lda, int64_t m, const Acc* __restrict__ b,
+    int64_t ldb, int64_t k, int64_t n, Acc* __restrict__ c, int64_t ldc,
+    const Acc* __restrict__ bias, bool relu) {
+  for (int64_t i = 0; i < m; ++i) {
+    Acc* ci = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) ci[j] = Acc(0);
+    for (int64_t p = 0; p < k; ++p) {
+      const Acc av = a[i * lda + p];
+      const Acc* bp = b + p * ldb;
+      for (int64_t j = 0; j < n; ++j) ci[j] += av * bp[j];
+    }
+    if (bias)
+      for (int64_t j = 0; j < n; ++j) ci[j] += bias[j];
+    if (relu)
+      for (int64_t j = 0; j < n; ++j) ci[j] = ci[j] < Acc(0) ? Acc(0) : ci[j];
+  }
+}
+
+template <typename Acc>
+void small_rows_axpy_portable(const Acc* a, int64_t lda, int64_t m, const Acc* b, int64_t ldb, int64_t k,
+                              int64_t n, Acc* c, int64_t ldc, const Acc* bias, bool relu) {
+  small_rows_axpy_body(a, lda, m, b, ldb, k, n, c, ldc, bias, relu);
+}
+#ifdef FASTLAYERS_X86
+template <typename Acc>
+__attribute__((target("avx2,fma"))) void small_rows_axpy_avx2(const Acc* a, int64_t lda, int64_t m, const Acc* b,
+                                                             int64_t ldb, int64_t k, int64_t n, Acc* c, int64_t ldc,
+                                                             const Acc* bias, bool relu) {
+  small_rows_axpy_body(a, lda, m, b, ldb, k, n, c, ldc, bias, relu);
+}
+#endif
+
+template <typename Acc>
+SmallRowsAxpyKernel<Acc> select_small_rows_axpy_kernel() {
+#ifdef FASTLAYERS_X86
+  if (cpu_has_avx2_fma()) return &small_rows_axpy_avx2<Acc>;
+#endif
+  return &small_rows_axpy_portable<Acc>;
+}
+
 template <typename Acc>
 SmallRowsKernel<Acc> select_small_rows_kernel() {
 #ifdef FASTLAYERS_X86
@@ -568,6 +618,12 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
         kernel(a.data, a.rs, M, b.data, b.cs, K, j0, j1, c, ldc,
                epilogue.bias, epilogue.relu);
       });
+      return;
+    }
+    if (M <= kSmallRows && K > 0 && !mask && !row_sums && a.cs == 1 &&
+        b.cs == 1 && M * N * K <= kSerialWork) {
+      select_small_rows_axpy_kernel<Acc>()(a.data, a.rs, M, b.data, b.rs, K, N, c, ldc, epilogue.bias,
+                                           epilogue.relu);
       return;
     }
   }

@@ -6,7 +6,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -20,27 +19,32 @@ namespace {
 
 constexpr int64_t kSumChunk = int64_t(1) << 14;
 
-// sum of f(x[i]) over n contiguous elements, in double, in fixed chunks
+struct Sums {
+  double abs = 0, plain = 0;
+};
+
+// sum |x| and sum x over n contiguous elements, in double, in fixed chunks
 // combined in order (the same result for any thread count).
-template <typename T, typename F>
-double sum_in_double(const T* x, int64_t n, const F& f) {
-  const int64_t chunks = (n + kSumChunk - 1) / kSumChunk;
-  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
-  auto run = [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      double s = 0;
-      for (int64_t i = c * kSumChunk; i < std::min(n, (c + 1) * kSumChunk); ++i) s += f(static_cast<double>(x[i]));
-      partial[c] = s;
+template <typename T>
+Sums sums_in_double(const T* x, int64_t n) {
+  auto chunk_sums = [&](int64_t c) {
+    Sums s;
+    for (int64_t i = c * kSumChunk; i < std::min(n, (c + 1) * kSumChunk); ++i) {
+      const double v = static_cast<double>(x[i]);
+      s.abs += std::fabs(v);
+      s.plain += v;
     }
+    return s;
   };
-  if (n <= 4 * kSumChunk) {
-    run(0, chunks);
-  } else {
-    at::parallel_for(0, chunks, 1, run);
-  }
-  double s = 0;
-  for (const double p : partial) s += p;
-  return s;
+  const int64_t chunks = (n + kSumChunk - 1) / kSumChunk;
+  if (chunks <= 1) return chunk_sums(0);
+  std::vector<Sums> partial(static_cast<size_t>(chunks));
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) partial[c] = chunk_sums(c);
+  });
+  Sums total;
+  for (const Sums& p : partial) total.abs += p.abs, total.plain += p.plain;
+  return total;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -67,17 +71,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cpu(const at::Te
     cpu::gemm<T, Acc>(cpu::view_of<T>(hidden), nullptr, w_t, h.data_ptr<T>(), f, {b, false}, nullptr);
     T* h3 = h.data_ptr<T>();
     const int64_t n = m * f;
-    k = halvings_for(sum_in_double(h3, n, [](double v) { return std::fabs(v); }));
+    const Sums sums = sums_in_double(h3, n);
+    k = halvings_for(sums.abs);
     const int e = static_cast<int>(-k);
     if (return_sum) {
-      out = at::scalar_tensor(std::ldexp(sum_in_double(h3, n, [](double v) { return v; }), e), input.options());
+      out = at::empty({}, input.options());
+      *out.data_ptr<T>() = static_cast<T>(std::ldexp(sums.plain, e));
     } else {
       if (k != 0)
         for (int64_t i = 0; i < n; ++i) h3[i] = static_cast<T>(std::ldexp(static_cast<Acc>(h3[i]), e));
       out = h.view(input.sizes());
     }
   });
-  return {out, hidden, at::scalar_tensor(k, input.options().dtype(at::kLong))};
+  at::Tensor halvings = at::empty({}, input.options().dtype(at::kLong));
+  *halvings.data_ptr<int64_t>() = k;
+  return {out, hidden, halvings};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
