@@ -1,10 +1,10 @@
 """The main job (scripts/demo.sh): on the device at hand,
-1. check every fastlayers op (linear_relu, center) against its plain-PyTorch
-   reference,
+1. check every fastlayers op (linear_relu, center, fixed_hidden_mlp) against
+   its plain-PyTorch reference (for FixedHiddenMLP: the chapter's loop),
 2. train a small classifier on real data (scikit-learn's 8x8 handwritten
    digits) with FusedLinearReLU layers and with nn.Linear + nn.ReLU, from the
    same initial weights, and compare,
-3. print the benchmark tables of linear_relu and center (quick shapes;
+3. print the benchmark tables of the three ops (quick shapes;
    `--full` for all shapes with torch.compile too).
 """
 
@@ -18,7 +18,7 @@ import fastlayers
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 
-from . import bench_center, bench_linear_relu
+from . import bench_center, bench_fixed_hidden_mlp, bench_linear_relu
 
 
 def rel_error(out, expected):
@@ -72,6 +72,21 @@ def check_ops(device):
             ok &= errs[0] <= bound
             name = f"center dim={dim}"
             print(f"{name:<18}{str(dtype)[6:]:>10}" + "".join(f"{e:>11.2e}" for e in errs[:3]) + f"{errs[3]:>12.2e}")
+    print(f"\n{'FixedHiddenMLP':<18}{'dtype':>10}{'scale':>8}{'k':>5}{'loop k':>8}{'out err':>11}{'eager err':>11}")
+    for dtype in (torch.float64, torch.float32):
+        for scale in (1e-3, 1.0, 1e4, 1e9):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(64, 20, generator=g, dtype=torch.float64) * scale**0.5
+            w = torch.randn(20, 20, generator=g, dtype=torch.float64) * scale**0.5 / 20**0.5
+            b = torch.randn(20, generator=g, dtype=torch.float64) * scale**0.5
+            c = torch.rand(20, 20, generator=g, dtype=torch.float64)
+            args = [t.to(device, dtype) for t in (x, w, b, c)]
+            exact = ref.fixed_hidden_mlp(*[t.double() for t in args])
+            out, k = FL.fixed_hidden_mlp(*args, return_halvings=True)
+            eager, loop_k = ref.fixed_hidden_mlp(*args, return_halvings=True)
+            err, eager_err = rel_error(out, exact), rel_error(eager, exact)
+            ok &= int(k) == loop_k and err <= {torch.float64: 1e-12}.get(dtype, 2 * eager_err + 1e-5)
+            print(f"{'':<18}{str(dtype)[6:]:>10}{scale:>8.0e}{int(k):>5}{loop_k:>8}{err:>11.2e}{eager_err:>11.2e}")
     print("all within bounds" if ok else "SOME ERRORS ABOVE THEIR BOUNDS")
     return ok
 
@@ -127,6 +142,8 @@ def main(argv=None):
     bench_linear_relu.main(["--device", args.device] + ([] if args.full else ["--quick"]))
     print()
     bench_center.main(["--device", args.device] + ([] if args.full else ["--quick"]))
+    print()
+    bench_fixed_hidden_mlp.main(["--device", args.device] + ([] if args.full else ["--quick"]))
     return 0 if ok else 1
 
 
