@@ -135,3 +135,44 @@ def test_build_info_matches_installed_torch():
     has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key("fastlayers::linear_relu", "CUDA")
     assert has_cuda_kernel == _build_info.WITH_CUDA
     assert fastlayers.__all__
+
+
+def test_inside_distributed_data_parallel(tmp_path):
+    """One gloo process: DDP's hooks and gradient all-reduce see ordinary parameters."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not built")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        net = nn.Sequential(FusedLinearReLU(6, 8), fastlayers.Centered(-1), nn.Linear(8, 2))
+        ddp = nn.parallel.DistributedDataParallel(net)
+        x = torch.randn(4, 6)
+        ddp(x).square().sum().backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        net(x).square().sum().backward()
+        for g, e in zip(grads, (p.grad for p in net.parameters())):
+            assert torch.allclose(g, e)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_compiled_autograd():
+    torch._dynamo.reset()
+    net = nn.Sequential(FusedLinearReLU(5, 7), fastlayers.Centered(), nn.Linear(7, 1))
+    x = torch.randn(3, 5)
+    net(x).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    from torch._dynamo import compiled_autograd
+    from torch._dynamo.utils import counters
+
+    enable = getattr(compiled_autograd, "_enable", None) or compiled_autograd.enable
+    counters.clear()
+    with enable(torch.compile(backend="eager")):
+        net(x).sum().backward()
+    assert counters["compiled_autograd"]["captures"] == 1  # the backward really went through compiled autograd
+    for g, e in zip((p.grad for p in net.parameters()), expected):
+        assert rel_error(g, e) <= 1e-6
