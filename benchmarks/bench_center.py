@@ -6,8 +6,6 @@ limit measured in the same run (a copy: one read + one write).
     python -m benchmarks.bench_center [--quick] [--device cpu|cuda] [--json FILE]
 """
 
-import argparse
-import json
 import sys
 
 import torch
@@ -15,8 +13,7 @@ import torch
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 
-from .bench_linear_relu import environment
-from .timing import fmt_table, gpu_us, wall_us
+from .timing import bench_main, gpu_us, wall_us
 
 SIZES = {"cpu": [10**3, 2**16, 2**20, 2**24], "cuda": [10**3, 2**16, 2**20, 2**24, 2**26, 2**28]}
 QUICK = {"cpu": [10**3, 2**16, 2**20], "cuda": [10**3, 2**16, 2**24]}
@@ -63,23 +60,7 @@ def run(device, quick=False, compile_too=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="fewer sizes, no torch.compile")
-    p.add_argument("--json", help="also write the rows and the environment here")
-    args = p.parse_args(argv)
-    rows = run(args.device, args.quick)
-    env = environment(args.device)
-    print("center, µs per call (wall: N calls then one sync; gpu: CUDA events, median); float32, x = randn + 3")
-    print(", ".join(f"{k} {v}" for k, v in env.items()))
-    columns = ["case"] + [c for c in rows[0] if c != "case"]
-    for r in rows:
-        columns += [c for c in r if c not in columns]
-    shown = [{c: (f"{v:.2f}" if c in ("speedup vs best", "of bw limit") else f"{v:.1f}") if isinstance(v, float) else v for c, v in r.items()} for r in rows]
-    print(fmt_table(shown, columns))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": rows}, f, indent=1)
+    bench_main(argv, __doc__, run, 'center, µs per call (wall: N calls then one sync; gpu: CUDA events, median); float32, x = randn + 3', 'fewer sizes, no torch.compile')
 
 
 if __name__ == "__main__":

@@ -6,18 +6,14 @@ wall time per call and (GPU) CUDA-event time.
     python -m benchmarks.bench_linear_relu [--quick] [--device cpu|cuda] [--json FILE]
 """
 
-import argparse
-import json
-import platform
 import sys
 
 import torch
 
-import fastlayers
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 
-from .timing import fmt_table, gpu_us, wall_us
+from .timing import bench_main, gpu_us, wall_us
 
 # (batch, in_features, out_features): ../shared/anchors/gpu_baseline.py's shapes.
 GPU_SHAPES = [(2, 20, 256), (64, 512, 512), (4096, 4096, 4096)]
@@ -89,40 +85,8 @@ def run(device, quick=False, compile_too=None):
     return rows
 
 
-def environment(device):
-    env = {
-        "torch": torch.__version__,
-        "fastlayers": "built with CUDA" if fastlayers._library.WITH_CUDA else "CPU build",
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-    }
-    env["device"] = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
-    return env
-
-
-def format_rows(rows):
-    columns = ["case"]
-    for r in rows:
-        columns += [c for c in r if c not in columns and c != "speedup vs best"]
-    columns.append("speedup vs best")
-    shown = [{c: (f"{v:.2f}" if c == "speedup vs best" else f"{v:.1f}") if isinstance(v, float) else v for c, v in r.items()} for r in rows]
-    return fmt_table(shown, columns)
-
-
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="fewer and smaller shapes, no torch.compile")
-    p.add_argument("--json", help="also write the rows and the environment here")
-    args = p.parse_args(argv)
-    rows = run(args.device, args.quick)
-    env = environment(args.device)
-    print("linear_relu, µs per call (wall: N calls then one sync; gpu: CUDA events, median)")
-    print(", ".join(f"{k} {v}" for k, v in env.items()))
-    print(format_rows(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": rows}, f, indent=1)
+    bench_main(argv, __doc__, run, 'linear_relu, µs per call (wall: N calls then one sync; gpu: CUDA events, median)', 'fewer and smaller shapes, no torch.compile')
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 run, warm-up first, medians of many repeats, random inputs, rotating input
 sets on the GPU so the cache is not what gets timed."""
 
+import argparse
+import json
+import platform
 import statistics
 import time
 
@@ -56,3 +59,48 @@ def fmt_table(rows, columns):
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+# Ratio columns: printed last, with two decimals.
+RATIO_COLUMNS = ("of bw limit", "vs eager", "speedup vs best")
+
+
+def environment(device):
+    import fastlayers
+
+    return {
+        "torch": torch.__version__,
+        "fastlayers": "built with CUDA" if fastlayers._library.WITH_CUDA else "CPU build",
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine()),
+    }
+
+
+def format_rows(rows):
+    columns = ["case"]
+    for r in rows:
+        columns += [c for c in r if c not in columns and c not in RATIO_COLUMNS]
+    columns += [c for c in RATIO_COLUMNS if any(c in r for r in rows)]
+    shown = [
+        {c: (f"{v:.2f}" if c in RATIO_COLUMNS else f"{v:.1f}") if isinstance(v, float) else v for c, v in r.items()}
+        for r in rows
+    ]
+    return fmt_table(shown, columns)
+
+
+def bench_main(argv, doc, run, title, quick_help):
+    """The command line every benchmark script shares: --device, --quick, --json."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--json", help="also write the rows and the environment here")
+    args = p.parse_args(argv)
+    rows = run(args.device, args.quick)
+    env = environment(args.device)
+    print(title)
+    print(", ".join(f"{k} {v}" for k, v in env.items()))
+    print(format_rows(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "rows": rows}, f, indent=1)

@@ -4,7 +4,6 @@ opcheck, non-finite values, module behaviour, bad inputs."""
 
 import pytest
 import torch
-from torch import nn
 from torch.nn import functional as TF
 
 from fastlayers import FixedHiddenMLP
@@ -27,23 +26,6 @@ def params(f, dtype, device, seed=0, scale=1.0):
 def inputs(shape, dtype, device, seed=1, scale=1.0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
-
-
-class ChapterBlock(nn.Module):
-    """The chapter's FixedHiddenMLP, with rand_weight made a buffer."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("rand_weight", torch.rand((20, 20)))
-        self.linear = nn.Linear(20, 20)
-
-    def forward(self, x):
-        x = self.linear(x)
-        x = TF.relu(torch.mm(x, self.rand_weight) + 1)
-        x = self.linear(x)
-        while x.abs().sum() > 1:
-            x /= 2
-        return x.sum()
 
 
 # (input shape, features, scale): k from 0 to about 60.
@@ -126,7 +108,7 @@ def test_gradcheck(return_sum, shape, device):
 
 def test_gradients_match_the_chapter_block(device):
     torch.manual_seed(0)
-    chapter = ChapterBlock().to(device)
+    chapter = ref.ChapterFixedHiddenMLP().to(device)
     fused = FixedHiddenMLP().to(device)
     fused.load_state_dict(chapter.state_dict())
     x = torch.rand(2, 20, device=device, requires_grad=True)
@@ -160,7 +142,7 @@ def test_module_state_dict_buffer_and_generator(tmp_path):
     assert [n for n, _ in m.named_parameters()] == ["linear.weight", "linear.bias"]
     assert [n for n, _ in m.named_buffers()] == ["rand_weight"]
     assert torch.equal(m.rand_weight, torch.rand((20, 20), generator=torch.Generator().manual_seed(3)))
-    chapter = ChapterBlock()
+    chapter = ref.ChapterFixedHiddenMLP()
     m.load_state_dict(chapter.state_dict())
     x = torch.rand(2, 20)
     assert rel_error(m(x), chapter(x)) <= 1e-5

@@ -91,20 +91,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cpu(const at::Te
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
     const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
-  const char* op = kFixedHiddenMLPBackward;
-  check_fixed_hidden_params(op, input, weight, rand_weight);
-  check_floating(op, "grad_output", grad_output);
-  check_same_dtype_device(op, "grad_output", grad_output, "input", input);
-  TORCH_CHECK(return_sum ? grad_output.numel() == 1 : grad_output.sizes() == input.sizes(), op,
-              ": grad_output has shape ", grad_output.sizes(), ", expected ",
-              return_sum ? "a single element" : "the input's shape");
+  const int64_t m = check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings,
+                                                         return_sum);
   const int64_t f = weight.size(0);
   const at::Tensor x = as_matrix(input);
-  const int64_t m = x.size(0);
-  TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == m && hidden.size(1) == f, op, ": hidden has shape ",
-              hidden.sizes(), ", expected [", m, ", ", f, "]");
-  TORCH_CHECK(halvings.numel() == 1 && halvings.scalar_type() == at::kLong, op,
-              ": halvings must be a single int64 element");
   const int e = static_cast<int>(-halvings.item<int64_t>());
   const auto opts = input.options();
   at::Tensor grad3 = at::empty({m, f}, opts), grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts);

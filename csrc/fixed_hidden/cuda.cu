@@ -217,21 +217,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
     const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
-  const char* op = kFixedHiddenMLPBackward;
-  check_fixed_hidden_params(op, input, weight, rand_weight);
-  check_floating(op, "grad_output", grad_output);
-  check_same_dtype_device(op, "grad_output", grad_output, "input", input);
-  TORCH_CHECK(return_sum ? grad_output.numel() == 1 : grad_output.sizes() == input.sizes(), op,
-              ": grad_output has shape ", grad_output.sizes(), ", expected ",
-              return_sum ? "a single element" : "the input's shape");
   const c10::cuda::CUDAGuard guard(input.device());
+  const int64_t m = check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings,
+                                                         return_sum);
   const int64_t f = weight.size(0);
   const at::Tensor x = as_matrix(input);
-  const int64_t m = x.size(0);
-  TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == m && hidden.size(1) == f, op, ": hidden has shape ",
-              hidden.sizes(), ", expected [", m, ", ", f, "]");
-  TORCH_CHECK(halvings.numel() == 1 && halvings.scalar_type() == at::kLong && halvings.device() == input.device(),
-              op, ": halvings must be a single int64 element on the input's device");
   const auto opts = input.options();
   // grad of h3 = grad_output * 2^-k, k read on the device (no sync).
   const auto scale_type = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // 2^-k exactly

@@ -57,6 +57,28 @@ inline void check_fixed_hidden_mlp_args(const at::Tensor& input, const at::Tenso
               ": argument 'bias' must have shape [", weight.size(0), "], got ", bias.sizes());
 }
 
+// Checks the backward's arguments; returns the rows of the input matrix.
+inline int64_t check_fixed_hidden_mlp_backward_args(const at::Tensor& grad_output, const at::Tensor& input,
+                                                    const at::Tensor& weight, const at::Tensor& rand_weight,
+                                                    const at::Tensor& hidden, const at::Tensor& halvings,
+                                                    bool return_sum) {
+  const char* op = kFixedHiddenMLPBackward;
+  check_fixed_hidden_params(op, input, weight, rand_weight);
+  check_floating(op, "grad_output", grad_output);
+  check_same_dtype_device(op, "grad_output", grad_output, "input", input);
+  TORCH_CHECK(return_sum ? grad_output.numel() == 1 : grad_output.sizes() == input.sizes(), op,
+              ": grad_output has shape ", grad_output.sizes(), ", expected ",
+              return_sum ? "a single element" : "the input's shape");
+  const int64_t f = weight.size(0);
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < input.dim(); ++d) rows *= input.size(d);
+  TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == rows && hidden.size(1) == f, op, ": hidden has shape ",
+              hidden.sizes(), ", expected [", rows, ", ", f, "]");
+  TORCH_CHECK(halvings.numel() == 1 && halvings.scalar_type() == at::kLong && halvings.device() == input.device(),
+              op, ": halvings must be a single int64 element on the input's device");
+  return rows;
+}
+
 // The number of halvings for a sum of absolute values `s` (computed in
 // double): the smallest k >= 0 with s / 2^k <= 1; 0 for NaN or infinity.
 #if defined(__CUDACC__)
