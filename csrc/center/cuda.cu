@@ -93,8 +93,8 @@ __global__ void __launch_bounds__(kBlock) center_rows_block_kernel(const T* x, T
   const A shift = static_cast<A>(xr[0]);
   A sum = A(0);
   for (int64_t i = threadIdx.x; i < reduce; i += kBlock) sum += static_cast<A>(xr[i]) - shift;
-  const A mean = shift + block_sum(sum) / static_cast<A>(reduce);
-  for (int64_t i = threadIdx.x; i < reduce; i += kBlock) yr[i] = static_cast<T>(static_cast<A>(xr[i]) - mean);
+  const A offset = block_sum(sum) / static_cast<A>(reduce);  // mean - shift: small
+  for (int64_t i = threadIdx.x; i < reduce; i += kBlock) yr[i] = static_cast<T>((static_cast<A>(xr[i]) - shift) - offset);
 }
 
 // partial[o * chunks + c] = sum of (x - shift_o) over chunk c of group o.
@@ -111,26 +111,29 @@ __global__ void __launch_bounds__(kBlock) partial_sums_kernel(const T* x, int64_
   if (threadIdx.x == 0) partial[o * chunks + c] = sum;
 }
 
-// mean[o] = shift_o + sum of group o's partials / reduce, in a fixed order.
+// offset[o] = mean_o - shift_o = sum of group o's partials / reduce, in a
+// fixed order.
 template <typename T>
-__global__ void __launch_bounds__(kBlock) finalize_mean_kernel(const T* x, int64_t reduce, int64_t chunks,
-                                                               const Acc<T>* partial, Acc<T>* mean) {
+__global__ void __launch_bounds__(kBlock) finalize_offset_kernel(int64_t reduce, int64_t chunks,
+                                                                 const Acc<T>* partial, Acc<T>* offset) {
   using A = Acc<T>;
   const int64_t o = blockIdx.x;
   A sum = A(0);
   for (int64_t c = threadIdx.x; c < chunks; c += kBlock) sum += partial[o * chunks + c];
   sum = block_sum(sum);
-  if (threadIdx.x == 0) mean[o] = static_cast<A>(x[o * reduce]) + sum / static_cast<A>(reduce);
+  if (threadIdx.x == 0) offset[o] = sum / static_cast<A>(reduce);
 }
 
+// y = (x - shift) - offset: the rounding of shift + offset never enters.
 template <typename T>
-__global__ void __launch_bounds__(kBlock) subtract_mean_kernel(const T* x, T* y, int64_t reduce, const Acc<T>* mean) {
+__global__ void __launch_bounds__(kBlock) subtract_offset_kernel(const T* x, T* y, int64_t reduce,
+                                                                 const Acc<T>* offset) {
   using A = Acc<T>;
   const int64_t c = blockIdx.x, o = blockIdx.y;
-  const A m = mean[o];
+  const A shift = static_cast<A>(x[o * reduce]), d = offset[o];
   const int64_t end = std::min(reduce, (c + 1) * kChunk);
   for (int64_t i = c * kChunk + threadIdx.x; i < end; i += kBlock)
-    y[o * reduce + i] = static_cast<T>(static_cast<A>(x[o * reduce + i]) - m);
+    y[o * reduce + i] = static_cast<T>((static_cast<A>(x[o * reduce + i]) - shift) - d);
 }
 
 // One thread per (outer, inner) column: consecutive threads read
@@ -146,8 +149,8 @@ __global__ void __launch_bounds__(kBlock) center_columns_kernel(const T* x, T* y
   const A shift = static_cast<A>(xc[0]);
   A sum = A(0);
   for (int64_t r = 0; r < reduce; ++r) sum += static_cast<A>(xc[r * inner]) - shift;
-  const A mean = shift + sum / static_cast<A>(reduce);
-  for (int64_t r = 0; r < reduce; ++r) yc[r * inner] = static_cast<T>(static_cast<A>(xc[r * inner]) - mean);
+  const A offset = sum / static_cast<A>(reduce);
+  for (int64_t r = 0; r < reduce; ++r) yc[r * inner] = static_cast<T>((static_cast<A>(xc[r * inner]) - shift) - offset);
 }
 
 unsigned blocks_for(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
@@ -177,13 +180,13 @@ at::Tensor center_cuda(const at::Tensor& input, at::OptionalIntArrayRef dim) {
       const int64_t chunks = (reduce + kChunk - 1) / kChunk;
       at::Tensor scratch = at::empty({outer * chunks + outer}, l.x.options().dtype(c10::CppTypeToScalarType<A>::value));
       A* partial = scratch.data_ptr<A>();
-      A* mean = partial + outer * chunks;
+      A* offset = partial + outer * chunks;
       const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(outer));
       partial_sums_kernel<scalar_t><<<grid, kBlock, 0, stream>>>(x, reduce, chunks, partial);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      finalize_mean_kernel<scalar_t><<<static_cast<unsigned>(outer), kBlock, 0, stream>>>(x, reduce, chunks, partial, mean);
+      finalize_offset_kernel<scalar_t><<<static_cast<unsigned>(outer), kBlock, 0, stream>>>(reduce, chunks, partial, offset);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      subtract_mean_kernel<scalar_t><<<grid, kBlock, 0, stream>>>(x, y, reduce, mean);
+      subtract_offset_kernel<scalar_t><<<grid, kBlock, 0, stream>>>(x, y, reduce, offset);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -14,9 +14,11 @@
 // the weight once dominates.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace fastlayers {
@@ -30,6 +32,16 @@ struct StridedMatrix {
     return data[r * rs + c * cs];
   }
 };
+
+// A 2-D tensor, or its transpose, as the kernels read it.
+template <typename T>
+StridedMatrix<T> strided(const at::Tensor& m) {
+  return {m.const_data_ptr<T>(), m.stride(0), m.stride(1)};
+}
+template <typename T>
+StridedMatrix<T> strided_t(const at::Tensor& m) {
+  return {m.const_data_ptr<T>(), m.stride(1), m.stride(0)};
+}
 
 template <typename T, typename Acc>
 struct GemmArgs {
@@ -69,73 +81,77 @@ __device__ __forceinline__ void store_c(const GemmArgs<T, Acc>& g, int64_t i,
 constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4;
 constexpr int kThreads = (kBM / kTM) * (kBN / kTN);  // 256
 
-// Block (blockIdx.x, blockIdx.y) computes rows [64x, 64x+64) and columns
-// [64y, 64y+64) of C. Blocks with blockIdx.y == 0 also produce row sums.
+// Block (blockIdx.x, y) computes rows [64x, 64x+64) and, for each column
+// tile t = y, y + gridDim.y, ..., columns [64t, 64t+64) of C (a grid-stride
+// loop: any N fits in one launch). Tile 0 also produces the row sums, so
+// they come out even when N == 0.
 template <typename T, typename Acc>
 __global__ void __launch_bounds__(kThreads)
-    gemm_tiled_kernel(const GemmArgs<T, Acc> g) {
+    gemm_tiled_kernel(const GemmArgs<T, Acc> g, int64_t col_tiles) {
   __shared__ Acc As[kBK][kBM + 1];
   __shared__ Acc Bs[kBK][kBN + 1];
   const int tid = threadIdx.x;
   const int tx = tid % (kBN / kTN), ty = tid / (kBN / kTN);
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kBM;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.y) * kBN;
   // Let consecutive threads walk the operand's contiguous dimension.
   const bool a_p_fast = g.a.cs <= g.a.rs;
   const bool b_j_fast = g.b.cs <= g.b.rs;
-  const bool want_sums = g.row_sums != nullptr && blockIdx.y == 0;
 
-  Acc acc[kTM][kTN];
+  for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
+    const int64_t j0 = tile * kBN;
+    const bool want_sums = g.row_sums != nullptr && tile == 0;
+    Acc acc[kTM][kTN];
 #pragma unroll
-  for (int r = 0; r < kTM; ++r)
+    for (int r = 0; r < kTM; ++r)
 #pragma unroll
-    for (int c = 0; c < kTN; ++c) acc[r][c] = Acc(0);
-  Acc row_sum = Acc(0);
+      for (int c = 0; c < kTN; ++c) acc[r][c] = Acc(0);
+    Acc row_sum = Acc(0);
 
-  for (int64_t p0 = 0; p0 < g.K; p0 += kBK) {
+    for (int64_t p0 = 0; p0 < g.K; p0 += kBK) {
 #pragma unroll
-    for (int l = 0; l < kBM * kBK / kThreads; ++l) {
-      const int e = tid + l * kThreads;
-      const int r = a_p_fast ? e / kBK : e % kBM;
-      const int k = a_p_fast ? e % kBK : e / kBM;
-      As[k][r] = load_a(g, i0 + r, p0 + k);
+      for (int l = 0; l < kBM * kBK / kThreads; ++l) {
+        const int e = tid + l * kThreads;
+        const int r = a_p_fast ? e / kBK : e % kBM;
+        const int k = a_p_fast ? e % kBK : e / kBM;
+        As[k][r] = load_a(g, i0 + r, p0 + k);
+      }
+#pragma unroll
+      for (int l = 0; l < kBK * kBN / kThreads; ++l) {
+        const int e = tid + l * kThreads;
+        const int k = b_j_fast ? e / kBN : e % kBK;
+        const int c = b_j_fast ? e % kBN : e / kBK;
+        const int64_t p = p0 + k, j = j0 + c;
+        Bs[k][c] = (p < g.K && j < g.N) ? static_cast<Acc>(g.b(p, j)) : Acc(0);
+      }
+      __syncthreads();
+      if (want_sums && tid < kBM) {
+#pragma unroll
+        for (int k = 0; k < kBK; ++k) row_sum += As[k][tid];
+      }
+#pragma unroll
+      for (int k = 0; k < kBK; ++k) {
+        Acc af[kTM], bf[kTN];
+#pragma unroll
+        for (int r = 0; r < kTM; ++r) af[r] = As[k][ty * kTM + r];
+#pragma unroll
+        for (int c = 0; c < kTN; ++c) bf[c] = Bs[k][tx * kTN + c];
+#pragma unroll
+        for (int r = 0; r < kTM; ++r)
+#pragma unroll
+          for (int c = 0; c < kTN; ++c) acc[r][c] += af[r] * bf[c];
+      }
+      __syncthreads();
+    }
+
+    if (want_sums && tid < kBM && i0 + tid < g.M) {
+      g.row_sums[i0 + tid] = static_cast<T>(row_sum);
     }
 #pragma unroll
-    for (int l = 0; l < kBK * kBN / kThreads; ++l) {
-      const int e = tid + l * kThreads;
-      const int k = b_j_fast ? e / kBN : e % kBK;
-      const int c = b_j_fast ? e % kBN : e / kBK;
-      const int64_t p = p0 + k, j = j0 + c;
-      Bs[k][c] = (p < g.K && j < g.N) ? static_cast<Acc>(g.b(p, j)) : Acc(0);
-    }
-    __syncthreads();
-    if (want_sums && tid < kBM) {
+    for (int r = 0; r < kTM; ++r)
 #pragma unroll
-      for (int k = 0; k < kBK; ++k) row_sum += As[k][tid];
-    }
-#pragma unroll
-    for (int k = 0; k < kBK; ++k) {
-      Acc af[kTM], bf[kTN];
-#pragma unroll
-      for (int r = 0; r < kTM; ++r) af[r] = As[k][ty * kTM + r];
-#pragma unroll
-      for (int c = 0; c < kTN; ++c) bf[c] = Bs[k][tx * kTN + c];
-#pragma unroll
-      for (int r = 0; r < kTM; ++r)
-#pragma unroll
-        for (int c = 0; c < kTN; ++c) acc[r][c] += af[r] * bf[c];
-    }
-    __syncthreads();
+      for (int c = 0; c < kTN; ++c)
+        store_c(g, i0 + ty * kTM + r, j0 + tx * kTN + c, acc[r][c]);
   }
-
-  if (want_sums && tid < kBM && i0 + tid < g.M) {
-    g.row_sums[i0 + tid] = static_cast<T>(row_sum);
-  }
-#pragma unroll
-  for (int r = 0; r < kTM; ++r)
-#pragma unroll
-    for (int c = 0; c < kTN; ++c)
-      store_c(g, i0 + ty * kTM + r, j0 + tx * kTN + c, acc[r][c]);
 }
 
 // For at most kSmallM rows (and no mask, no row sums): one warp per output
@@ -177,19 +193,21 @@ __global__ void __launch_bounds__(kSmallWarps * 32)
 // caller holds a device guard).
 template <typename T, typename Acc>
 void gemm(const GemmArgs<T, Acc>& g) {
-  if (g.M == 0 || g.N == 0) return;
+  // With N == 0 there is nothing to store, but row sums (all zero) are still due.
+  if (g.M == 0 || (g.N == 0 && g.row_sums == nullptr)) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (g.M <= kSmallM && g.mask.data == nullptr && g.row_sums == nullptr) {
     const unsigned blocks =
         static_cast<unsigned>((g.N + kSmallWarps - 1) / kSmallWarps);
     gemm_small_m_kernel<T, Acc><<<blocks, kSmallWarps * 32, 0, stream>>>(g);
   } else {
-    TORCH_CHECK((g.N + kBN - 1) / kBN <= 65535, "fastlayers: a matrix product with ",
-                g.N, " output columns is too wide for one launch (at most ",
-                int64_t(65535) * kBN, ")");
-    const dim3 grid(static_cast<unsigned>((g.M + kBM - 1) / kBM),
-                    static_cast<unsigned>((g.N + kBN - 1) / kBN));
-    gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g);
+    const int64_t row_tiles = (g.M + kBM - 1) / kBM;
+    const int64_t col_tiles = std::max<int64_t>(1, (g.N + kBN - 1) / kBN);
+    TORCH_CHECK(row_tiles <= int64_t(0x7fffffff), "fastlayers: a matrix product with ", g.M,
+                " rows is too tall for one launch");
+    const dim3 grid(static_cast<unsigned>(row_tiles),
+                    static_cast<unsigned>(std::min<int64_t>(col_tiles, 65535)));
+    gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -24,18 +24,14 @@
 namespace fastlayers {
 namespace {
 
+using cuda::strided;
+using cuda::strided_t;
+
 constexpr int kBlock = 256;
 constexpr int64_t kSumChunk = 8192;
-constexpr size_t kFusedSharedBytes = 48 * 1024;
-
-template <typename T>
-cuda::StridedMatrix<T> strided(const at::Tensor& m) {
-  return {m.const_data_ptr<T>(), m.stride(0), m.stride(1)};
-}
-template <typename T>
-cuda::StridedMatrix<T> strided_t(const at::Tensor& m) {
-  return {m.const_data_ptr<T>(), m.stride(1), m.stride(0)};
-}
+// Dynamic shared memory the fused kernel may use: 48 KB without opting in,
+// less its own static scratch (kept well clear).
+constexpr size_t kFusedSharedBytes = 48 * 1024 - 512;
 
 __device__ double block_sum(double v, double* scratch) {
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
@@ -56,7 +52,7 @@ __global__ void __launch_bounds__(kBlock)
     fused_small_kernel(cuda::StridedMatrix<T> x, const T* w, int64_t w_rs, int64_t w_cs, const T* b, int64_t b_s,
                        const T* c, int64_t c_rs, int64_t c_cs, int m, int f, bool return_sum, T* out, T* hidden,
                        int64_t* halvings) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   Acc* ws = reinterpret_cast<Acc*>(smem_raw);  // [f, f]
   Acc* cs = ws + f * f;                         // [f, f]
   Acc* bs = cs + f * f;                         // [f]
@@ -74,15 +70,16 @@ __global__ void __launch_bounds__(kBlock)
   __syncthreads();
   for (int i = threadIdx.x; i < n; i += kBlock) {  // h1 = x W.T + b
     const int r = i / f, j = i % f;
-    Acc s = bs[j];
+    Acc s = Acc(0);  // the product first, then the bias: the GEMM path's order
     for (int p = 0; p < f; ++p) s += ha[r * f + p] * ws[j * f + p];
-    hb[i] = static_cast<Acc>(static_cast<T>(s));  // rounded to T, as the unfused path stores it
+    hb[i] = static_cast<Acc>(static_cast<T>(s + bs[j]));  // rounded to T, as the unfused path stores it
   }
   __syncthreads();
   for (int i = threadIdx.x; i < n; i += kBlock) {  // h2 = relu(h1 C + 1)
     const int r = i / f, j = i % f;
-    Acc s = Acc(1);
+    Acc s = Acc(0);
     for (int p = 0; p < f; ++p) s += hb[r * f + p] * cs[p * f + j];
+    s += Acc(1);
     const T h2 = static_cast<T>(s < Acc(0) ? Acc(0) : s);
     hidden[i] = h2;
     ha[i] = static_cast<Acc>(h2);
@@ -91,9 +88,9 @@ __global__ void __launch_bounds__(kBlock)
   double abs_sum = 0, sum = 0;
   for (int i = threadIdx.x; i < n; i += kBlock) {  // h3 = h2 W.T + b
     const int r = i / f, j = i % f;
-    Acc s = bs[j];
+    Acc s = Acc(0);
     for (int p = 0; p < f; ++p) s += ha[r * f + p] * ws[j * f + p];
-    const T h3 = static_cast<T>(s);
+    const T h3 = static_cast<T>(s + bs[j]);
     hb[i] = static_cast<Acc>(h3);
     abs_sum += fabs(static_cast<double>(h3));
     sum += static_cast<double>(h3);
@@ -224,10 +221,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
   const at::Tensor x = as_matrix(input);
   const auto opts = input.options();
   // grad of h3 = grad_output * 2^-k, k read on the device (no sync).
-  const auto scale_type = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // 2^-k exactly
-  const at::Tensor scale = at::exp2(halvings.neg().to(scale_type)).to(input.scalar_type());
-  const at::Tensor grad3 =
-      (return_sum ? grad_output.reshape({1, 1}).expand({m, f}) : as_matrix(grad_output)).mul(scale).contiguous();
+  // The scale and the product stay in float (double for double): 2^-k
+  // underflows half long before the scaled gradient does.
+  const auto acc_type = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor scale = at::exp2(halvings.neg().to(acc_type));
+  const at::Tensor grad3 = (return_sum ? grad_output.reshape({1, 1}).expand({m, f}) : as_matrix(grad_output))
+                               .to(acc_type)
+                               .mul(scale)
+                               .to(input.scalar_type())
+                               .contiguous();
   at::Tensor grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts), grad_input = at::empty({m, f}, opts);
   at::Tensor grad_weight = at::empty({f, f}, opts), grad_weight2 = at::empty({f, f}, opts);
   at::Tensor grad_bias = at::empty({f}, opts), grad_bias2 = at::empty({f}, opts);

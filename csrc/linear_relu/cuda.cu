@@ -13,14 +13,8 @@
 namespace fastlayers {
 namespace {
 
-template <typename T>
-cuda::StridedMatrix<T> strided(const at::Tensor& m) {
-  return {m.const_data_ptr<T>(), m.stride(0), m.stride(1)};
-}
-template <typename T>
-cuda::StridedMatrix<T> strided_t(const at::Tensor& m) {
-  return {m.const_data_ptr<T>(), m.stride(1), m.stride(0)};
-}
+using cuda::strided;
+using cuda::strided_t;
 
 at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias) {
