@@ -22,7 +22,6 @@ using CenterAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 constexpr int64_t kChunk = int64_t(1) << 15;      // elements per partial sum
 constexpr int64_t kSerial = int64_t(1) << 16;     // below this, one thread
-constexpr int64_t kColumnTile = 256;              // inner elements per task
 
 #define FASTLAYERS_INLINE inline __attribute__((always_inline))
 
@@ -170,30 +169,45 @@ void center_rows(const T* x, T* y, int64_t outer, int64_t reduce, const Loops<T,
   });
 }
 
-// Groups strided by `inner` (a dim other than the last): tasks own a tile
-// of columns of one outer slice and walk its rows twice, summing blocks of
-// rows in float and the blocks in double.
+// Groups strided by `inner` (a dim other than the last). Whole rows are
+// streamed in order (contiguous and prefetch-friendly) in fixed blocks of
+// rows; each block's column sums (float) are combined in double, in block
+// order, then a second pass subtracts. Shifts are each group's first row.
 template <typename T, typename Acc>
 void center_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner,
                     const Loops<T, Acc>& loops) {
-  const int64_t tiles = (inner + kColumnTile - 1) / kColumnTile;
-  const int64_t rows_per_block = std::max<int64_t>(1, kChunk / kColumnTile);
-  maybe_parallel(outer * reduce * inner <= kSerial, outer * tiles, [&](int64_t begin, int64_t end) {
-    Acc shift[kColumnTile], sums[kColumnTile], offset[kColumnTile];
-    double total[kColumnTile];
+  const int64_t rows_per_block = std::max<int64_t>(1, kChunk / inner);
+  const int64_t blocks = (reduce + rows_per_block - 1) / rows_per_block;
+  const bool serial = outer * reduce * inner <= kSerial;
+  std::vector<Acc> shift(static_cast<size_t>(outer * inner)), offset(static_cast<size_t>(outer * inner));
+  std::vector<Acc> partial(static_cast<size_t>(outer * blocks * inner));
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) shift[o * inner + i] = static_cast<Acc>(x[o * reduce * inner + i]);
+  auto rows_of = [&](int64_t blk) { return std::min(rows_per_block, reduce - blk * rows_per_block); };
+  maybe_parallel(serial, outer * blocks, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t o = t / tiles, i0 = (t % tiles) * kColumnTile;
-      const int64_t width = std::min(kColumnTile, inner - i0);
-      const T* xs = x + o * reduce * inner + i0;
-      T* ys = y + o * reduce * inner + i0;
-      for (int64_t i = 0; i < width; ++i) shift[i] = static_cast<Acc>(xs[i]), total[i] = 0;
-      for (int64_t r = 0; r < reduce; r += rows_per_block) {
-        for (int64_t i = 0; i < width; ++i) sums[i] = Acc(0);
-        loops.column_sums(xs + r * inner, std::min(rows_per_block, reduce - r), inner, width, shift, sums);
-        for (int64_t i = 0; i < width; ++i) total[i] += sums[i];
-      }
-      for (int64_t i = 0; i < width; ++i) offset[i] = static_cast<Acc>(total[i] / reduce);
-      loops.column_subtract(xs, ys, reduce, inner, width, shift, offset);
+      const int64_t o = t / blocks, blk = t % blocks;
+      Acc* sums = partial.data() + t * inner;
+      std::fill(sums, sums + inner, Acc(0));
+      loops.column_sums(x + (o * reduce + blk * rows_per_block) * inner, rows_of(blk), inner, inner,
+                        shift.data() + o * inner, sums);
+    }
+  });
+  std::vector<double> total(static_cast<size_t>(inner));
+  for (int64_t o = 0; o < outer; ++o) {
+    std::fill(total.begin(), total.end(), 0.0);
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const Acc* sums = partial.data() + (o * blocks + blk) * inner;
+      for (int64_t i = 0; i < inner; ++i) total[i] += sums[i];
+    }
+    for (int64_t i = 0; i < inner; ++i) offset[o * inner + i] = static_cast<Acc>(total[i] / reduce);
+  }
+  maybe_parallel(serial, outer * blocks, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t o = t / blocks, blk = t % blocks;
+      const int64_t first = (o * reduce + blk * rows_per_block) * inner;
+      loops.column_subtract(x + first, y + first, rows_of(blk), inner, inner, shift.data() + o * inner,
+                            offset.data() + o * inner);
     }
   });
 }
