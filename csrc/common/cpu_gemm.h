@@ -17,7 +17,7 @@
 // processor has them (checked at run time) and a portable loop otherwise.
 // Work is split over (row block, column chunk) tasks; a task owns its part
 // of C across the whole reduction, so results do not depend on the number
-// of threads.
+// of threads. Up to 4 rows of A skip packing (dot-product and axpy paths).
 #pragma once
 
 #include <ATen/Parallel.h>
