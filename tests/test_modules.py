@@ -176,3 +176,26 @@ def test_compiled_autograd():
     assert counters["compiled_autograd"]["captures"] == 1  # the backward really went through compiled autograd
     for g, e in zip((p.grad for p in net.parameters()), expected):
         assert rel_error(g, e) <= 1e-6
+
+
+def test_parametrizations_and_functional_call_see_the_right_weights():
+    """The modules read parameters straight from _parameters for speed; a
+    parametrization or torch.func.functional_call must still take effect."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    layer = FusedLinearReLU(4, 3)
+    x = torch.randn(5, 4)
+    plain = layer(x)
+    parametrize.register_parametrization(layer, "weight", Doubled())
+    assert rel_error(layer(x), torch.relu(x @ (2 * layer.parametrizations.weight.original).T + layer.bias)) <= 1e-6
+    assert not torch.allclose(layer(x), plain)
+
+    mlp = fastlayers.FixedHiddenMLP(6)
+    inp = torch.rand(2, 6)
+    zeros = {"linear.weight": torch.zeros(6, 6), "linear.bias": torch.zeros(6)}
+    assert torch.func.functional_call(mlp, zeros, (inp,)) == 0
+    assert mlp(inp) != 0
