@@ -154,3 +154,17 @@ def test_cuda_graph_capture_of_whole_tensor_centering():
     x.copy_(randn((1 << 20,), torch.float32, "cuda", offset=2.0, seed=3))
     graph.replay()
     assert rel_error(out, ref.center(x.double())) <= 1e-5
+
+
+def test_cpu_results_do_not_depend_on_the_thread_count():
+    x = randn((3, 300001), torch.float32, "cpu", offset=5.0)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append([FL.center(x, dim) for dim in (None, 0, 1)])
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, c) for a, c in zip(results[0], other))

@@ -114,9 +114,10 @@ def test_gradcheck_non_contiguous(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gradients_match_reference(dtype, device):
-    x, w, b = make((33, 40), 27, dtype, device, requires_grad=True)
-    grad = torch.randn(33, 27, dtype=torch.float64).to(device, dtype)
+@pytest.mark.parametrize("m,k,n", [(33, 40, 27), (300, 520, 270)])  # the second crosses every block edge
+def test_gradients_match_reference(m, k, n, dtype, device):
+    x, w, b = make((m, k), n, dtype, device, requires_grad=True)
+    grad = torch.randn(m, n, dtype=torch.float64).to(device, dtype)
     got = torch.autograd.grad(FL.linear_relu(x, w, b), (x, w, b), grad)
     xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
     want = torch.autograd.grad(ref.linear_relu(xd, wd, bd), (xd, wd, bd), grad.double())
@@ -243,3 +244,19 @@ def test_autocast_runs_in_the_autocast_dtype_like_nn_linear(device):
     assert rel_error(out, expected) <= 2 * rel_error(eager, expected) + 1e-6
     out.float().sum().backward()
     assert w.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+
+
+def test_cpu_results_do_not_depend_on_the_thread_count():
+    x, w, b = make((300, 520), 270, torch.float32, "cpu", requires_grad=True)
+    g = torch.randn(300, 270)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            out = FL.linear_relu(x, w, b)
+            results.append((out, *torch.autograd.grad(out, (x, w, b), g)))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, c) for a, c in zip(results[0], other))
