@@ -9,6 +9,7 @@
 """
 
 import argparse
+import os
 import time
 
 import torch
@@ -135,15 +136,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--full", action="store_true", help="the full benchmark: all anchor shapes, with torch.compile")
+    p.add_argument("--results", metavar="DIR", help="also write each benchmark's rows as DIR/<op>_<device>.json")
     args = p.parse_args(argv)
     ok = check_ops(args.device)
     digits_demo(args.device)
     print("\n== 3. benchmark")
-    bench_linear_relu.main(["--device", args.device] + ([] if args.full else ["--quick"]))
-    print()
-    bench_center.main(["--device", args.device] + ([] if args.full else ["--quick"]))
-    print()
-    bench_fixed_hidden_mlp.main(["--device", args.device] + ([] if args.full else ["--quick"]))
+    for name, bench in (("linear_relu", bench_linear_relu), ("center", bench_center), ("fixed_hidden_mlp", bench_fixed_hidden_mlp)):
+        bench_args = ["--device", args.device] + ([] if args.full else ["--quick"])
+        if args.results:
+            os.makedirs(args.results, exist_ok=True)
+            bench_args += ["--json", os.path.join(args.results, f"{name}_{args.device}.json")]
+        bench.main(bench_args)
+        print()
     return 0 if ok else 1
 
 
