@@ -88,6 +88,7 @@ GRAD_CASES = [
     ((0, 4), 3, True),
     ((2, 3, 9), 4, True),
     ((70, 19), 66, True),
+    ((5, 0), 3, True),  # no input features: the bias gradient comes without a product
 ]
 
 

@@ -581,6 +581,21 @@ Acc* packing_space(size_t n, std::unique_ptr<Acc[]>& once) {
   return kept.get();
 }
 
+// row_sums[i] = sum_p A(i,p) * (mask(i,p) > 0): the bias gradient when no
+// product carries it (no weight gradient, or no weight columns).
+template <typename T, typename Acc>
+void masked_row_sums(const MatrixView<T>& a, const MatrixView<T>* mask, Acc* row_sums) {
+  auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      Acc s = Acc(0);
+      for (int64_t p = 0; p < a.cols; ++p)
+        if (!mask || relu_mask_on((*mask)(i, p))) s += static_cast<Acc>(a(i, p));
+      row_sums[i] = s;
+    }
+  };
+  maybe_parallel(a.rows * a.cols <= kSerialWork, a.rows, rows);
+}
+
 // C (M x N, row stride ldc, type T) = epilogue(A_masked @ B).
 // `row_sums` (length M, type Acc), if given, receives the row sums of the
 // masked A. `mask`, if given, has A's shape.
@@ -590,7 +605,8 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask,
           Acc* row_sums) {
   const int64_t M = a.rows, K = a.cols, N = b.cols;
   if (M == 0 || N == 0) {
-    if (row_sums) std::fill(row_sums, row_sums + M, Acc(0));
+    // Nothing to store, but the row sums are still due.
+    if (row_sums) masked_row_sums<T, Acc>(a, mask, row_sums);
     return;
   }
 

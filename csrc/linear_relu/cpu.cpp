@@ -89,15 +89,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cpu(
                                    grad_weight.size(1), {},
                                    bias_grad ? sums.data() : nullptr);
         } else {
-          at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
-            for (int64_t n = begin; n < end; ++n) {
-              Acc s = Acc(0);
-              for (int64_t m = 0; m < gt.cols; ++m)
-                if (cpu::relu_mask_on(mask_t(n, m)))
-                  s += static_cast<Acc>(gt(n, m));
-              sums[n] = s;
-            }
-          });
+          cpu::masked_row_sums<scalar_t, Acc>(gt, &mask_t, sums.data());
         }
         if (bias_grad) {
           scalar_t* gb = grad_bias.data_ptr<scalar_t>();

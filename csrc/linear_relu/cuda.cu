@@ -90,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cuda(const at::Te
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_params_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     bool bias_done = false;
-    if (weight_grad && grad_weight.numel() > 0) {
+    if (weight_grad) {  // cuda::gemm also fills the row sums when K is 0
       // grad_weight[N,K] = (g * (o > 0)).T[N,M] @ input[M,K]; its row sums
       // are the bias gradient.
       const at::Tensor x = as_matrix(*input);
