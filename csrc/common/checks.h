@@ -3,8 +3,10 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
+#include <initializer_list>
 #include <optional>
 
 namespace fastlayers {
@@ -42,6 +44,17 @@ inline void check_dim(const char* op, const char* arg, const at::Tensor& t,
                       int64_t dim) {
   TORCH_CHECK(t.dim() == dim, op, ": argument '", arg, "' must be ", dim,
               "-D, got shape ", t.sizes());
+}
+
+// Backward ops have no derivative of their own: refuse double backward
+// loudly rather than return a silently missing gradient.
+inline void check_no_double_backward(const char* op, const char* layer,
+                                     std::initializer_list<const at::Tensor*> tensors) {
+  if (!at::GradMode::is_enabled()) return;
+  for (const at::Tensor* t : tensors) {
+    TORCH_CHECK(!(t->defined() && t->requires_grad()), op, ": double backward (create_graph=True through ", layer,
+                ") is not supported");
+  }
 }
 
 }  // namespace fastlayers

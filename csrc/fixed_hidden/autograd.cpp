@@ -70,12 +70,8 @@ Triple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::Tensor& weig
 Triple fixed_hidden_mlp_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                           const at::Tensor& weight, const at::Tensor& rand_weight,
                                           const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
-  if (at::GradMode::is_enabled()) {
-    for (const at::Tensor* t : {&grad_output, &input, &weight, &rand_weight, &hidden}) {
-      TORCH_CHECK(!t->requires_grad(), kFixedHiddenMLPBackward,
-                  ": double backward (create_graph=True through fastlayers.FixedHiddenMLP) is not supported");
-    }
-  }
+  check_no_double_backward(kFixedHiddenMLPBackward, "fastlayers.FixedHiddenMLP",
+                           {&grad_output, &input, &weight, &rand_weight, &hidden});
   at::AutoDispatchBelowADInplaceOrView guard;
   return backward_call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
 }

@@ -12,7 +12,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/exp2.h>
 #include <ATen/ops/ones.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -142,12 +141,19 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// dst[r, c] = src(r, c) * 2^-k for an [m, f] result, k read on the device;
+// src may be dst itself (the forward's in-place halving) or a broadcast
+// scalar (strides 0: the gradient of h.sum()). Scaled in double, so 2^-k
+// never underflows before the result does.
 template <typename T>
-__global__ void scale_kernel(T* h, int64_t n, const int64_t* halvings) {
+__global__ void scale_kernel(cuda::StridedMatrix<T> src, T* dst, int64_t m, int64_t f, const int64_t* halvings) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  if (i >= m * f) return;
   const int e = static_cast<int>(-*halvings);
-  if (i < n && e != 0) h[i] = static_cast<T>(ldexp(static_cast<double>(h[i]), e));
+  dst[i] = static_cast<T>(ldexp(static_cast<double>(src(i / f, i % f)), e));
 }
+
+unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kBlock - 1) / kBlock); }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::Tensor& input, const at::Tensor& weight,
                                                                      const at::Tensor& bias,
@@ -202,8 +208,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
                                                  halvings.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (!return_sum && n > 0) {
-      scale_kernel<T><<<static_cast<unsigned>((n + kBlock - 1) / kBlock), kBlock, 0, stream>>>(
-          out.data_ptr<T>(), n, halvings.const_data_ptr<int64_t>());
+      scale_kernel<T><<<blocks_for(n), kBlock, 0, stream>>>(strided<T>(out), out.data_ptr<T>(), m, f,
+                                                             halvings.const_data_ptr<int64_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
@@ -220,16 +226,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
   const int64_t f = weight.size(0);
   const at::Tensor x = as_matrix(input);
   const auto opts = input.options();
-  // grad of h3 = grad_output * 2^-k, k read on the device (no sync).
-  // The scale and the product stay in float (double for double): 2^-k
-  // underflows half long before the scaled gradient does.
-  const auto acc_type = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor scale = at::exp2(halvings.neg().to(acc_type));
-  const at::Tensor grad3 = (return_sum ? grad_output.reshape({1, 1}).expand({m, f}) : as_matrix(grad_output))
-                               .to(acc_type)
-                               .mul(scale)
-                               .to(input.scalar_type())
-                               .contiguous();
+  const at::Tensor grad_matrix = return_sum ? grad_output : as_matrix(grad_output);
+  at::Tensor grad3 = at::empty({m, f}, opts);
   at::Tensor grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts), grad_input = at::empty({m, f}, opts);
   at::Tensor grad_weight = at::empty({f, f}, opts), grad_weight2 = at::empty({f, f}, opts);
   at::Tensor grad_bias = at::empty({f}, opts), grad_bias2 = at::empty({f}, opts);
@@ -248,6 +246,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       cuda::gemm(g);
     };
     const cuda::StridedMatrix<T> none;
+    // grad of h3 = grad_output * 2^-k (k held constant, read on the device).
+    const cuda::StridedMatrix<T> g =
+        return_sum ? cuda::StridedMatrix<T>{grad_matrix.const_data_ptr<T>(), 0, 0} : strided<T>(grad_matrix);
+    scale_kernel<T><<<blocks_for(m * f), kBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        g, grad3.data_ptr<T>(), m, f, halvings.const_data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
     // second use of the linear: h3 = h2 W.T + b
     product(strided<T>(grad3), none, strided<T>(weight), m, f, grad2, nullptr);
     product(strided_t<T>(grad3), none, strided<T>(hidden), f, m, grad_weight, grad_bias.data_ptr<T>());

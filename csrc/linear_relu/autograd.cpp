@@ -76,23 +76,11 @@ at::Tensor linear_relu_autograd(const at::Tensor& input,
   return LinearReLUFunction::apply(input, weight, bias);
 }
 
-// The backward ops have no derivative of their own: refuse double backward
-// loudly rather than return a silently missing gradient.
-void refuse_double_backward(const char* op,
-                            std::initializer_list<const at::Tensor*> tensors) {
-  if (!at::GradMode::is_enabled()) return;
-  for (const at::Tensor* t : tensors) {
-    TORCH_CHECK(!(t->defined() && t->requires_grad()), op,
-                ": double backward (create_graph=True through "
-                "fastlayers.linear_relu) is not supported");
-  }
-}
-
 at::Tensor backward_input_autograd(const at::Tensor& grad_output,
                                    const at::Tensor& output,
                                    const at::Tensor& weight) {
-  refuse_double_backward(kLinearReLUBackwardInput,
-                         {&grad_output, &output, &weight});
+  check_no_double_backward(kLinearReLUBackwardInput, "fastlayers.linear_relu",
+                           {&grad_output, &output, &weight});
   at::AutoDispatchBelowADInplaceOrView guard;
   return linear_relu_backward_input_call(grad_output, output, weight);
 }
@@ -101,8 +89,8 @@ std::tuple<at::Tensor, at::Tensor> backward_params_autograd(
     const at::Tensor& grad_output, const at::Tensor& output,
     const std::optional<at::Tensor>& input, bool bias_grad) {
   const at::Tensor none;
-  refuse_double_backward(
-      kLinearReLUBackwardParams,
+  check_no_double_backward(
+      kLinearReLUBackwardParams, "fastlayers.linear_relu",
       {&grad_output, &output, input.has_value() ? &*input : &none});
   at::AutoDispatchBelowADInplaceOrView guard;
   return linear_relu_backward_params_call(grad_output, output, input, bias_grad);
