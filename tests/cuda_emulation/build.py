@@ -1,0 +1,94 @@
+"""Builds fastlayers' CUDA kernels as CPU code that runs under the emulator in
+emulator.h, and loads them as the ops `torch.ops.fastlayers_emulated.*`
+(the same schemas as `torch.ops.fastlayers.*`, kernels on the CPU key).
+
+The sources are the real csrc/ files, copied with three mechanical rewrites:
+
+  kernel<<<grid, block, shared, stream>>>(args)  ->  ::emu::launch({grid, block, shared, stream}, kernel, args)
+  extern __shared__ T name[];                     ->  T* name = <the launch's dynamic shared memory>
+  TORCH_LIBRARY[_IMPL](fastlayers, CUDA, ...)     ->  TORCH_LIBRARY[_IMPL](fastlayers_emulated, CPU, ...)
+
+Nothing else changes, so a kernel bug shows here as it would on a GPU
+(up to the limits listed in emulator.h).
+"""
+
+import os
+import re
+
+import torch
+from torch.utils import cpp_extension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CSRC = os.path.join(ROOT, "csrc")
+BUILD = os.path.join(ROOT, "build", "cuda_emulation")
+NAMESPACE = "fastlayers_emulated"
+
+# A kernel name, optionally with template arguments (one level of nesting),
+# then <<<config>>>( .
+_LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<(?:[^<>;]|<[^<>;]*>)*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
+_EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w: ]+?)\s+(\w+)\[\]\s*;")
+
+
+def rewrite(text):
+    text = _LAUNCH.sub(lambda m: f"::emu::launch(::emu::LaunchConfig{{{m.group(2)}}}, {m.group(1)}, ", text)
+    text = _EXTERN_SHARED.sub(
+        lambda m: f"{m.group(1)}* {m.group(2)} = reinterpret_cast<{m.group(1)}*>(::emu::dynamic_shared());", text
+    )
+    text = text.replace("TORCH_LIBRARY(fastlayers,", f"TORCH_LIBRARY({NAMESPACE},")
+    text = text.replace("TORCH_LIBRARY_IMPL(fastlayers, CUDA,", f"TORCH_LIBRARY_IMPL({NAMESPACE}, CPU,")
+    if "<<<" in text:
+        raise RuntimeError("CUDA emulation: a kernel launch was not rewritten")
+    return text
+
+
+def _write_if_changed(path, text):
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def sources():
+    """Copies csrc/ rewritten into the build folder; returns the files to compile."""
+    out_root = os.path.join(BUILD, "csrc")
+    compiled = []
+    for dirpath, _, files in os.walk(CSRC):
+        for name in files:
+            if not name.endswith((".h", ".cuh", ".cu")) and name != "registration.cpp":
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, name), CSRC)
+            with open(os.path.join(dirpath, name)) as f:
+                text = rewrite(f.read())
+            target = os.path.join(out_root, rel)
+            if name.endswith(".cu"):  # compiled by the C++ compiler
+                # one object per op: <op>/<op>_cuda_emulated.cpp
+                target = os.path.join(os.path.dirname(target), os.path.basename(dirpath) + "_cuda_emulated.cpp")
+                compiled.append(target)
+            elif name == "registration.cpp":
+                compiled.append(target)
+            _write_if_changed(target, text)
+    return sorted(compiled)
+
+
+def load(verbose=False):
+    """Builds (incrementally) and loads the emulated kernels; returns torch.ops.fastlayers_emulated."""
+    if hasattr(torch.ops, NAMESPACE) and hasattr(getattr(torch.ops, NAMESPACE), "center"):
+        return getattr(torch.ops, NAMESPACE)
+    files = sources()
+    cpp_extension.load(
+        name=NAMESPACE,
+        sources=files,
+        extra_cflags=["-O2", "-include", os.path.join(HERE, "emulator.h")],
+        extra_include_paths=[os.path.join(HERE, "include")],
+        build_directory=BUILD,
+        with_cuda=False,
+        is_python_module=False,
+        verbose=verbose,
+    )
+    return getattr(torch.ops, NAMESPACE)

@@ -1,0 +1,318 @@
+// Runs fastlayers' CUDA kernels on the CPU, for tests on machines without a
+// GPU (CI, most development machines). Force-included (g++ -include) into
+// the csrc/*/cuda.cu sources, which build.py compiles as C++ after rewriting
+// each `kernel<<<grid, block, shared, stream>>>(args)` into
+// `::emu::launch(...)`.
+//
+// The model: the blocks of a launch run one after another; the threads of a
+// block run as cooperative fibers on one OS thread, switching only at
+// __syncthreads() and at warp collectives (shuffles, ldmatrix, mma). The
+// emulator is stricter than the hardware where the hardware's behaviour is
+// undefined: a __syncthreads() that not every thread of the block reaches, or
+// a full-mask warp collective with a lane missing, raises an error instead of
+// hanging or reading stale values; launch configurations the hardware
+// rejects (block size, grid size, dynamic shared memory) raise too.
+//
+// What it cannot show: timing, the memory model (a missing __syncthreads()
+// between shared-memory writes and reads may go unnoticed unless it
+// deadlocks), register limits, or how inline PTX is assembled: the warp-level
+// matrix instructions are provided by mma.h here, written from the PTX ISA's
+// fragment layouts.
+#pragma once
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#define FASTLAYERS_CUDA_EMULATION 1
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+// Blocks run one at a time, so a function-local static is exactly one copy
+// per block, shared by its threads.
+#define __shared__ static
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint3 {
+  unsigned x, y, z;
+};
+struct emu_stream;
+using cudaStream_t = emu_stream*;
+
+// The built-in index variables of the thread now running.
+inline thread_local uint3 threadIdx{0, 0, 0};
+inline thread_local uint3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+
+using std::max;
+using std::min;
+
+namespace emu {
+
+constexpr size_t kDefaultSharedBytes = 48 * 1024;  // without cudaFuncSetAttribute
+constexpr size_t kStackBytes = 256 * 1024;
+
+class Block {
+ public:
+  enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+  // Runs `body` once per thread of the block (blockIdx already set).
+  void run(const std::function<void()>& body, unsigned threads) {
+    body_ = &body;
+    threads_ = threads;
+    state_.assign(threads, State::Ready);
+    contexts_.resize(threads);
+    while (stacks_.size() < threads) stacks_.emplace_back(new char[kStackBytes]);
+    error_ = nullptr;
+    for (unsigned t = 0; t < threads; ++t) {
+      getcontext(&contexts_[t]);
+      contexts_[t].uc_stack.ss_sp = stacks_[t].get();
+      contexts_[t].uc_stack.ss_size = kStackBytes;
+      contexts_[t].uc_link = &scheduler_;
+      makecontext(&contexts_[t], &Block::entry, 0);
+    }
+    for (;;) {
+      bool ran = false;
+      for (unsigned t = 0; t < threads; ++t) {
+        if (state_[t] != State::Ready) continue;
+        ran = true;
+        current_thread_ = t;
+        threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+        swapcontext(&scheduler_, &contexts_[t]);
+        if (error_) std::rethrow_exception(error_);
+      }
+      if (std::all_of(state_.begin(), state_.end(), [](State s) { return s == State::Done; })) return;
+      if (release_barriers()) continue;
+      if (!ran) throw std::runtime_error(describe_deadlock());
+    }
+  }
+
+  unsigned thread() const { return current_thread_; }
+  unsigned threads() const { return threads_; }
+
+  // Suspends the running thread until the barrier of `kind` releases it.
+  void wait(State kind) {
+    state_[current_thread_] = kind;
+    swapcontext(&contexts_[current_thread_], &scheduler_);
+  }
+
+  // Per-thread slots for warp collectives.
+  unsigned char* slot(unsigned t) { return exchange_.data() + size_t(t) * kSlotBytes; }
+  void ensure_slots() {
+    if (exchange_.size() < size_t(threads_) * kSlotBytes) exchange_.resize(size_t(threads_) * kSlotBytes);
+  }
+  static constexpr size_t kSlotBytes = 64;
+
+ private:
+  static void entry();
+
+  // Releases whichever barrier every thread it concerns has reached;
+  // returns whether any was released.
+  bool release_barriers() {
+    bool released = false;
+    for (unsigned w = 0; w * 32 < threads_; ++w) {
+      const unsigned lo = w * 32, hi = std::min(threads_, lo + 32);
+      bool any = false, all = true, exited = false;
+      for (unsigned t = lo; t < hi; ++t) {
+        any |= state_[t] == State::AtWarpBarrier;
+        all &= state_[t] == State::AtWarpBarrier;
+        exited |= state_[t] == State::Done;
+      }
+      if (any && exited)
+        throw std::runtime_error("CUDA emulation: a full-mask warp collective in warp " + std::to_string(w) +
+                                 " of block " + block_name() + " after some of its lanes exited");
+      if (all) {
+        for (unsigned t = lo; t < hi; ++t) state_[t] = State::Ready;
+        released = true;
+      }
+    }
+    if (released) return true;
+    bool all_at_barrier = true, any_at_barrier = false, any_done = false;
+    for (State s : state_) {
+      any_at_barrier |= s == State::AtBlockBarrier;
+      any_done |= s == State::Done;
+      all_at_barrier &= s == State::AtBlockBarrier || s == State::Done;
+    }
+    if (any_at_barrier && all_at_barrier) {
+      if (any_done)
+        throw std::runtime_error("CUDA emulation: __syncthreads() in block " + block_name() +
+                                 " after some of its threads exited");
+      for (State& s : state_) s = State::Ready;
+      return true;
+    }
+    return false;
+  }
+
+  std::string describe_deadlock() const {
+    size_t at_block = 0, at_warp = 0;
+    for (State s : state_) at_block += s == State::AtBlockBarrier, at_warp += s == State::AtWarpBarrier;
+    return "CUDA emulation: block " + block_name() + " cannot make progress: " + std::to_string(at_block) +
+           " threads wait at __syncthreads(), " + std::to_string(at_warp) +
+           " at a warp collective whose warp is split between the two";
+  }
+
+  static std::string block_name() {
+    return "(" + std::to_string(blockIdx.x) + ", " + std::to_string(blockIdx.y) + ", " + std::to_string(blockIdx.z) +
+           ")";
+  }
+
+  const std::function<void()>* body_ = nullptr;
+  unsigned threads_ = 0;
+  unsigned current_thread_ = 0;
+  std::vector<State> state_;
+  std::vector<ucontext_t> contexts_;
+  std::vector<std::unique_ptr<char[]>> stacks_;
+  std::vector<unsigned char> exchange_;
+  ucontext_t scheduler_;
+  std::exception_ptr error_;
+
+  friend Block& block();
+};
+
+inline Block& block() {
+  static thread_local Block b;
+  return b;
+}
+
+inline void Block::entry() {
+  Block& b = block();
+  try {
+    (*b.body_)();
+  } catch (...) {
+    b.error_ = std::current_exception();
+  }
+  b.state_[b.current_thread_] = State::Done;
+  // uc_link returns to the scheduler.
+}
+
+inline thread_local std::vector<unsigned char> dynamic_shared_memory;
+inline unsigned char* dynamic_shared() { return dynamic_shared_memory.data(); }
+
+struct LaunchConfig {
+  dim3 grid;
+  dim3 block;
+  size_t shared = 0;
+  cudaStream_t stream = nullptr;
+};
+
+inline std::mutex& launch_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// The emulated `kernel<<<cfg>>>(args...)`: arguments are converted to the
+// kernel's parameter types once, as a launch copies them.
+template <typename... Params, typename... Args>
+void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) {
+  const dim3 g = cfg.grid, b = cfg.block;
+  const uint64_t threads = uint64_t(b.x) * b.y * b.z;
+  auto fail = [&](const std::string& why) {
+    throw std::runtime_error("CUDA emulation: invalid launch (grid " + std::to_string(g.x) + "x" +
+                             std::to_string(g.y) + "x" + std::to_string(g.z) + ", block " + std::to_string(b.x) + "x" +
+                             std::to_string(b.y) + "x" + std::to_string(b.z) + ", " + std::to_string(cfg.shared) +
+                             " bytes of dynamic shared memory): " + why);
+  };
+  if (threads == 0 || g.x == 0 || g.y == 0 || g.z == 0) fail("a dimension is zero");
+  if (threads > 1024 || b.z > 64) fail("too many threads per block");
+  if (g.x > 0x7fffffffu || g.y > 65535u || g.z > 65535u) fail("grid too large");
+  if (cfg.shared > kDefaultSharedBytes) fail("dynamic shared memory above 48 KB without an opt-in");
+
+  std::lock_guard<std::mutex> lock(launch_mutex());
+  std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
+  dynamic_shared_memory.assign(cfg.shared, 0xff);  // garbage-like: NaN patterns for floats
+  gridDim = g;
+  blockDim = b;
+  Block& blk = block();
+  const std::function<void()> body = [&] { std::apply(kernel, params); };
+  for (unsigned z = 0; z < g.z; ++z)
+    for (unsigned y = 0; y < g.y; ++y)
+      for (unsigned x = 0; x < g.x; ++x) {
+        blockIdx = uint3{x, y, z};
+        blk.run(body, static_cast<unsigned>(threads));
+      }
+}
+
+// A warp barrier: every lane of the running thread's warp must reach it.
+inline void warp_barrier() { block().wait(Block::State::AtWarpBarrier); }
+
+// Each lane publishes `bytes` bytes; after the barrier `read(lane)` gives any
+// lane's published bytes; a second barrier keeps the slots until all have read.
+inline unsigned char* publish(const void* data, size_t bytes) {
+  Block& b = block();
+  b.ensure_slots();
+  if (bytes > Block::kSlotBytes) throw std::runtime_error("CUDA emulation: collective operand too large");
+  std::memcpy(b.slot(b.thread()), data, bytes);
+  warp_barrier();
+  return b.slot(b.thread() & ~31u);  // this warp's lane 0
+}
+
+inline void check_full_mask(unsigned mask, const char* what) {
+  if (mask != 0xffffffffu)
+    throw std::runtime_error(std::string("CUDA emulation: ") + what +
+                             " with a partial mask is not emulated");
+}
+
+template <typename T>
+T shuffle_from(T v, unsigned src_lane) {
+  const unsigned char* lane0 = publish(&v, sizeof(T));
+  T out;
+  std::memcpy(&out, lane0 + size_t(src_lane % 32) * Block::kSlotBytes, sizeof(T));
+  warp_barrier();
+  return out;
+}
+
+inline unsigned lane_id() { return block().thread() % 32; }
+
+}  // namespace emu
+
+inline void __syncthreads() { emu::block().wait(emu::Block::State::AtBlockBarrier); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  emu::check_full_mask(mask, "__syncwarp");
+  emu::warp_barrier();
+}
+
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  emu::check_full_mask(mask, "__shfl_xor_sync");
+  if (width != 32) throw std::runtime_error("CUDA emulation: __shfl_xor_sync width != 32 is not emulated");
+  return emu::shuffle_from(v, emu::lane_id() ^ static_cast<unsigned>(lane_mask));
+}
+
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
+  emu::check_full_mask(mask, "__shfl_sync");
+  if (width != 32) throw std::runtime_error("CUDA emulation: __shfl_sync width != 32 is not emulated");
+  return emu::shuffle_from(v, static_cast<unsigned>(src_lane));
+}
+
+template <typename T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  emu::check_full_mask(mask, "__shfl_down_sync");
+  if (width != 32) throw std::runtime_error("CUDA emulation: __shfl_down_sync width != 32 is not emulated");
+  const unsigned lane = emu::lane_id();
+  const unsigned char* lane0 = emu::publish(&v, sizeof(T));
+  T out = v;
+  if (lane + delta < 32) std::memcpy(&out, lane0 + size_t(lane + delta) * emu::Block::kSlotBytes, sizeof(T));
+  emu::warp_barrier();
+  return out;
+}
