@@ -9,17 +9,23 @@
 // A (a linear layer's bias gradient), each written by exactly one block in a
 // fixed order, so results are deterministic.
 //
-// This is the portable SIMT tiling (64x64 tiles, 4x4 outputs per thread),
-// plus a warp-per-output-column kernel for a handful of rows, where reading
-// the weight once dominates.
+// Three kernels: a tensor-core tiling for half/bfloat16 on sm_80+ (mma.sync
+// m16n8k16 fed by ldmatrix, 128x128 tiles), the portable SIMT tiling for
+// float/double (64x64 tiles, 4x4 outputs per thread), and a
+// warp-per-output-column kernel for a handful of rows, where reading the
+// weight once dominates.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+
+#include "cuda_mma.cuh"
 
 namespace fastlayers {
 namespace cuda {
@@ -189,6 +195,112 @@ __global__ void __launch_bounds__(kSmallWarps * 32)
   }
 }
 
+// Tensor cores for half/bfloat16: a 128x128 block tile, 8 warps of 64x32
+// (4x4 mma tiles of 16x8 each), 32-deep reduction steps. Operands are
+// staged in shared memory as T, k contiguous, A as [m][k] and B as [n][k]
+// (B's columns: the "col" operand of mma), rows padded by 8 elements so
+// that ldmatrix's eight 16-byte row reads hit distinct banks. The mask is
+// applied while staging; tile 0 also sums the staged A rows (row sums).
+constexpr int kTcBM = 128, kTcBN = 128, kTcBK = 32, kTcPad = 8;
+constexpr int kTcThreads = 256;
+constexpr int kTcWarpM = 64, kTcWarpN = 32;  // warps arranged 2 x 4
+constexpr int kTcMI = kTcWarpM / 16, kTcNI = kTcWarpN / 8;
+
+template <typename T>
+__global__ void __launch_bounds__(kTcThreads)
+    gemm_tensor_core_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
+  __shared__ __align__(16) T As[kTcBM][kTcBK + kTcPad];
+  __shared__ __align__(16) T Bs[kTcBN][kTcBK + kTcPad];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp / (kTcBN / kTcWarpN), wn = warp % (kTcBN / kTcWarpN);
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kTcBM;
+  const bool a_k_fast = g.a.cs <= g.a.rs;
+  const bool b_k_fast = g.b.rs <= g.b.cs;
+  const T zero = T(0.f);
+
+  for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
+    const int64_t j0 = tile * kTcBN;
+    const bool want_sums = g.row_sums != nullptr && tile == 0;
+    float acc[kTcMI][kTcNI][4];
+#pragma unroll
+    for (int mi = 0; mi < kTcMI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < kTcNI; ++ni)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+    float row_sum = 0.f;
+
+    for (int64_t p0 = 0; p0 < g.K; p0 += kTcBK) {
+#pragma unroll 4
+      for (int l = 0; l < kTcBM * kTcBK / kTcThreads; ++l) {
+        const int e = tid + l * kTcThreads;
+        const int r = a_k_fast ? e / kTcBK : e % kTcBM;
+        const int k = a_k_fast ? e % kTcBK : e / kTcBM;
+        const int64_t i = i0 + r, p = p0 + k;
+        T v = zero;
+        if (i < g.M && p < g.K && (g.mask.data == nullptr || relu_mask_on(g.mask(i, p)))) v = g.a(i, p);
+        As[r][k] = v;
+      }
+#pragma unroll 4
+      for (int l = 0; l < kTcBN * kTcBK / kTcThreads; ++l) {
+        const int e = tid + l * kTcThreads;
+        const int n = b_k_fast ? e / kTcBK : e % kTcBN;
+        const int k = b_k_fast ? e % kTcBK : e / kTcBN;
+        const int64_t j = j0 + n, p = p0 + k;
+        Bs[n][k] = (j < g.N && p < g.K) ? g.b(p, j) : zero;
+      }
+      __syncthreads();
+      if (want_sums && tid < kTcBM) {
+#pragma unroll
+        for (int k = 0; k < kTcBK; ++k) row_sum += static_cast<float>(As[tid][k]);
+      }
+#pragma unroll
+      for (int kk = 0; kk < kTcBK; kk += 16) {
+        uint32_t a[kTcMI][4], b[kTcNI][2];
+#pragma unroll
+        for (int mi = 0; mi < kTcMI; ++mi)
+          ldmatrix_x4(a[mi], &As[wm * kTcWarpM + mi * 16 + lane % 16][kk + (lane / 16) * 8]);
+#pragma unroll
+        for (int pair = 0; pair < kTcNI / 2; ++pair) {
+          uint32_t r[4];
+          ldmatrix_x4(r, &Bs[wn * kTcWarpN + pair * 16 + lane % 8 + (lane / 16) * 8][kk + ((lane / 8) % 2) * 8]);
+          b[2 * pair][0] = r[0], b[2 * pair][1] = r[1];
+          b[2 * pair + 1][0] = r[2], b[2 * pair + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int mi = 0; mi < kTcMI; ++mi)
+#pragma unroll
+          for (int ni = 0; ni < kTcNI; ++ni) mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni]);
+      }
+      __syncthreads();
+    }
+
+    if (want_sums && tid < kTcBM && i0 + tid < g.M) g.row_sums[i0 + tid] = static_cast<T>(row_sum);
+#pragma unroll
+    for (int mi = 0; mi < kTcMI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < kTcNI; ++ni)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t i = i0 + wm * kTcWarpM + mi * 16 + lane / 4 + 8 * (e / 2);
+          const int64_t j = j0 + wn * kTcWarpN + ni * 8 + 2 * (lane % 4) + e % 2;
+          store_c(g, i, j, acc[mi][ni][e]);
+        }
+  }
+}
+
+template <typename T>
+constexpr bool kHalfType = std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
+
+// Row tiles along x, column tiles along y (grid-stride past 65535).
+inline dim3 tile_grid(int64_t M, int64_t N, int64_t bm, int64_t bn, int64_t* col_tiles) {
+  const int64_t row_tiles = (M + bm - 1) / bm;
+  *col_tiles = std::max<int64_t>(1, (N + bn - 1) / bn);
+  TORCH_CHECK(row_tiles <= int64_t(0x7fffffff), "fastlayers: a matrix product with ", M,
+              " rows is too tall for one launch");
+  return dim3(static_cast<unsigned>(row_tiles), static_cast<unsigned>(std::min<int64_t>(*col_tiles, 65535)));
+}
+
 // Launches the product on the current stream of the current device (the
 // caller holds a device guard).
 template <typename T, typename Acc>
@@ -196,17 +308,21 @@ void gemm(const GemmArgs<T, Acc>& g) {
   // With N == 0 there is nothing to store, but row sums (all zero) are still due.
   if (g.M == 0 || (g.N == 0 && g.row_sums == nullptr)) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  int64_t col_tiles = 0;
   if (g.M <= kSmallM && g.mask.data == nullptr && g.row_sums == nullptr) {
     const unsigned blocks =
         static_cast<unsigned>((g.N + kSmallWarps - 1) / kSmallWarps);
     gemm_small_m_kernel<T, Acc><<<blocks, kSmallWarps * 32, 0, stream>>>(g);
+  } else if constexpr (kHalfType<T>) {
+    if (at::cuda::getCurrentDeviceProperties()->major >= 8) {
+      const dim3 grid = tile_grid(g.M, g.N, kTcBM, kTcBN, &col_tiles);
+      gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+    } else {
+      const dim3 grid = tile_grid(g.M, g.N, kBM, kBN, &col_tiles);
+      gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
+    }
   } else {
-    const int64_t row_tiles = (g.M + kBM - 1) / kBM;
-    const int64_t col_tiles = std::max<int64_t>(1, (g.N + kBN - 1) / kBN);
-    TORCH_CHECK(row_tiles <= int64_t(0x7fffffff), "fastlayers: a matrix product with ", g.M,
-                " rows is too tall for one launch");
-    const dim3 grid(static_cast<unsigned>(row_tiles),
-                    static_cast<unsigned>(std::min<int64_t>(col_tiles, 65535)));
+    const dim3 grid = tile_grid(g.M, g.N, kBM, kBN, &col_tiles);
     gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();

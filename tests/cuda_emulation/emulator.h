@@ -43,7 +43,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 // Blocks run one at a time, so a function-local static is exactly one copy
 // per block, shared by its threads.
 #define __shared__ static
