@@ -8,6 +8,10 @@ allocated NaN-filled (deterministic mode), so an element a kernel forgets to
 write fails the comparison.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -20,9 +24,29 @@ LOW = (torch.float16, torch.bfloat16)
 ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+UNDER_ASAN = os.environ.get("FASTLAYERS_EMULATION_ASAN") == "1"
+
+
 @pytest.fixture(scope="module")
 def cuda_ops():
-    return build.load()
+    return build.load(sanitize=UNDER_ASAN)
+
+
+@pytest.mark.skipif(UNDER_ASAN, reason="this is the sanitized run itself")
+def test_no_kernel_reads_or_writes_out_of_bounds():
+    """Every test below again, with the kernels built with AddressSanitizer:
+    tensors live in CPU memory here, so a read or write past any input,
+    output or scratch buffer stops the run with a report."""
+    env = build.asan_environment()
+    if env is None:
+        pytest.skip("the C++ compiler has no AddressSanitizer runtime")
+    here = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", os.path.abspath(__file__), "-k",
+         "not out_of_bounds"],
+        cwd=os.path.dirname(here), env=env, capture_output=True, text=True, timeout=1800)
+    report = result.stdout[-3000:] + result.stderr[-6000:]
+    assert result.returncode == 0 and "ERROR: AddressSanitizer" not in report, report
 
 
 @pytest.fixture(autouse=True)

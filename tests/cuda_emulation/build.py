@@ -14,6 +14,7 @@ Nothing else changes, so a kernel bug shows here as it would on a GPU
 
 import os
 import re
+import subprocess
 
 import torch
 from torch.utils import cpp_extension
@@ -76,19 +77,47 @@ def sources():
     return sorted(compiled)
 
 
-def load(verbose=False):
-    """Builds (incrementally) and loads the emulated kernels; returns torch.ops.fastlayers_emulated."""
+def load(sanitize=False, verbose=False):
+    """Builds (incrementally) and loads the emulated kernels; returns
+    torch.ops.fastlayers_emulated. sanitize=True builds them with
+    AddressSanitizer (the process must preload libasan: see asan_environment)."""
     if hasattr(torch.ops, NAMESPACE) and hasattr(getattr(torch.ops, NAMESPACE), "center"):
         return getattr(torch.ops, NAMESPACE)
     files = sources()
+    cflags = ["-O2", "-include", os.path.join(HERE, "emulator.h")]
+    ldflags = []
+    if sanitize:
+        cflags += ["-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+        ldflags += ["-fsanitize=address"]
+    build_dir = BUILD + ("_asan" if sanitize else "")
+    os.makedirs(build_dir, exist_ok=True)
     cpp_extension.load(
         name=NAMESPACE,
         sources=files,
-        extra_cflags=["-O2", "-include", os.path.join(HERE, "emulator.h")],
+        extra_cflags=cflags,
+        extra_ldflags=ldflags,
         extra_include_paths=[os.path.join(HERE, "include")],
-        build_directory=BUILD,
+        build_directory=build_dir,
         with_cuda=False,
         is_python_module=False,
         verbose=verbose,
     )
     return getattr(torch.ops, NAMESPACE)
+
+
+def asan_environment():
+    """Environment for a Python process that loads the sanitized build, or
+    None when the compiler has no AddressSanitizer runtime. libstdc++ is
+    preloaded too, so that the sanitizer finds the C++ runtime it wraps."""
+    libs = []
+    for name in ("libasan.so", "libstdc++.so"):
+        path = subprocess.run([os.environ.get("CXX", "c++"), f"-print-file-name={name}"], capture_output=True,
+                              text=True).stdout.strip()
+        if not os.path.isabs(path) or not os.path.exists(path):
+            return None
+        libs.append(path)
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = " ".join(libs + [env.get("LD_PRELOAD", "")]).strip()
+    env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=1"
+    env["FASTLAYERS_EMULATION_ASAN"] = "1"
+    return env
