@@ -1,22 +1,26 @@
 """linear_relu against what a user would pick instead: eager
 `relu(linear(x))`, torch.compile of it, and (GPU) cuBLASLt's bias+ReLU
 epilogue through torch._addmm_activation. Forward and forward+backward,
-wall time per call and (GPU) CUDA-event time.
+wall time per call and (GPU) CUDA-event time. On the GPU, "fastlayers" is the
+default (auto) policy and "own kernel" forces fastlayers' hand-written GEMM
+(fastlayers.backends.cuda_gemm), so the crossover to the vendor GEMM shows.
 
     python -m benchmarks.bench_linear_relu [--quick] [--device cpu|cuda] [--json FILE]
 """
 
+import contextlib
 import sys
 
 import torch
 
+from fastlayers import backends
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 
 from .timing import bench_main, gpu_us, wall_us
 
 # (batch, in_features, out_features): ../shared/anchors/gpu_baseline.py's shapes.
-GPU_SHAPES = [(2, 20, 256), (64, 512, 512), (4096, 4096, 4096)]
+GPU_SHAPES = [(2, 20, 256), (64, 512, 512), (256, 1024, 4096), (4096, 4096, 4096), (8192, 8192, 8192)]
 CPU_SHAPES = [(2, 20, 256), (64, 512, 512), (1024, 1024, 1024)]
 QUICK_SHAPES = {"cpu": [(2, 20, 256), (64, 512, 512), (512, 512, 512)], "cuda": [(2, 20, 256), (64, 512, 512), (2048, 2048, 2048)]}
 
@@ -28,7 +32,13 @@ def contenders(device, compile_too):
         c["compile"] = torch.compile(ref.linear_relu, fullgraph=True, dynamic=False)
     if device == "cuda":
         c["cublaslt"] = lambda x, w, b: torch._addmm_activation(b, x, w.t(), use_gelu=False)
+        c["own kernel"] = FL.linear_relu
     return c
+
+
+def policy_for(name):
+    """The CUDA GEMM policy a contender is timed under."""
+    return backends.cuda_gemm("fastlayers") if name == "own kernel" else contextlib.nullcontext()
 
 
 def inputs(m, k, n, dtype, device, sets=1, grad=False):
@@ -47,6 +57,7 @@ def bench_shape(m, k, n, dtype, device, compile_too):
     row_fwd = {"case": f"fwd {m}x{k}->{n} {str(dtype)[6:]}"}
     row_bwd = {"case": f"fwd+bwd {m}x{k}->{n} {str(dtype)[6:]}"}
     big = m * k * n >= 2**30
+    gpu_repeats = 10 if m * k * n >= 2**36 else 50
     # Rotate input sets on the GPU unless one set already overflows L2.
     sets = 1 if device == "cpu" or big else 4
     fwd_sets = inputs(m, k, n, dtype, device, sets)
@@ -56,18 +67,22 @@ def bench_shape(m, k, n, dtype, device, compile_too):
         if name == "cublaslt" and dtype == torch.float64:
             continue
         calls = [lambda a=a, f=f: f(*a) for a in fwd_sets]
-        with torch.no_grad():
+        with torch.no_grad(), policy_for(name):
             row_fwd[f"{name} wall"] = wall_us(calls[0], calls=3 if big and device == "cpu" else None)
             if device == "cuda":
-                row_fwd[f"{name} gpu"] = gpu_us(calls)
+                row_fwd[f"{name} gpu"] = gpu_us(calls, repeats=gpu_repeats)
 
         def step(f=f, a=bwd_sets[0], g=grads[0]):
             f(*a).backward(g)
 
-        row_bwd[f"{name} wall"] = wall_us(step, calls=2 if big and device == "cpu" else None)
+        with policy_for(name):
+            row_bwd[f"{name} wall"] = wall_us(step, calls=2 if big and device == "cpu" else None)
+            if device == "cuda" and big:  # large shapes: GPU time decides
+                row_bwd[f"{name} gpu"] = gpu_us([step], repeats=gpu_repeats)
     for row in (row_fwd, row_bwd):
-        base = [v for key, v in row.items() if key.endswith(" wall") and not key.startswith("fastlayers")]
-        row["speedup vs best"] = min(base) / row["fastlayers wall"] if base else None
+        metric = " gpu" if f"fastlayers gpu" in row and big else " wall"
+        base = [v for key, v in row.items() if key.endswith(metric) and key.split(" ")[0] not in ("fastlayers", "own")]
+        row["speedup vs best"] = min(base) / row["fastlayers" + metric] if base else None
     return [row_fwd, row_bwd]
 
 

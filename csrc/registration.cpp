@@ -2,7 +2,22 @@
 // in their own files (cpu.cpp, cuda.cu, autograd.cpp beside each op); fake
 // kernels for tracing live in fastlayers/ops.py.
 #include <Python.h>
+#include <c10/util/Exception.h>
 #include <torch/library.h>
+
+#include "common/gemm_policy.h"
+
+namespace {
+
+// Sets the CUDA matrix-product policy (0 auto, 1 fastlayers, 2 vendor; see
+// common/gemm_policy.h) and returns the previous one.
+int64_t set_cuda_gemm_policy(int64_t policy) {
+  TORCH_CHECK(policy >= 0 && policy <= 2, "fastlayers::set_cuda_gemm_policy: argument 'policy' must be 0 (auto), "
+              "1 (fastlayers) or 2 (vendor), got ", policy);
+  return fastlayers::cuda_gemm_policy().exchange(policy);
+}
+
+}  // namespace
 
 TORCH_LIBRARY(fastlayers, m) {
   // relu(input @ weight.T + bias); see csrc/linear_relu/linear_relu.h.
@@ -13,6 +28,8 @@ TORCH_LIBRARY(fastlayers, m) {
   m.def(
       "linear_relu_backward_params(Tensor grad_output, Tensor output, "
       "Tensor? input, bool bias_grad) -> (Tensor, Tensor)");
+  // Which product the CUDA linear_relu ops use; see common/gemm_policy.h.
+  m.def("set_cuda_gemm_policy(int policy) -> int", &set_cuda_gemm_policy);
   // input - input.mean(dim, keepdim=True); dim None: every element. Its own
   // backward (centering is self-adjoint). See csrc/center/center.h.
   m.def("center(Tensor input, int[]? dim=None) -> Tensor");

@@ -143,6 +143,32 @@ def test_linear_relu_backward_strided_gradients(cuda_ops):
     assert rel_error(cuda_ops.linear_relu_backward_params(expanded, out, None, True)[1], gb) <= 1e-5
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_relu_vendor_route(cuda_ops, bias, dtype):
+    """The policy that sends products to the vendor GEMM (ATen's CPU kernels
+    stand in for cuBLASLt here): same results, same output layout."""
+    x, w = randn(3, 5, 40, dtype=dtype), randn(30, 40, dtype=dtype, seed=1, scale=40**-0.5)
+    b = randn(30, dtype=dtype, seed=2) if bias else None
+    grad = randn(3, 5, 30, dtype=dtype, seed=3)
+    previous = cuda_ops.set_cuda_gemm_policy(2)
+    try:
+        out = cuda_ops.linear_relu(x, w, b)
+        grad_input = cuda_ops.linear_relu_backward_input(grad, out, w)
+        grad_weight, grad_bias = cuda_ops.linear_relu_backward_params(grad, out, x, bias)
+    finally:
+        assert cuda_ops.set_cuda_gemm_policy(previous) == 2
+    exact = ref.linear_relu(x.double(), w.double(), None if b is None else b.double())
+    assert out.shape == (3, 5, 30) and rel_error(out, exact) <= tolerance(dtype, ref.linear_relu(x, w, b), exact)
+    masked = grad.double() * (out.double() > 0)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert grad_input.shape == x.shape and rel_error(grad_input, masked @ w.double()) <= tol
+    assert rel_error(grad_weight, masked.reshape(-1, 30).t() @ x.double().reshape(-1, 40)) <= tol
+    assert grad_bias.numel() == (30 if bias else 0)
+    if bias:
+        assert rel_error(grad_bias, masked.sum((0, 1))) <= tol
+
+
 # --------------------------------------------------------------------- center
 # Each case reaches one kernel path: (shape, dim)
 CENTER_CASES = [

@@ -231,6 +231,44 @@ def test_cuda_graph_capture_and_replay():
     assert rel_error(out, ref.linear_relu(x, w, b)) <= 1e-5
 
 
+def test_cuda_gemm_policy_is_scoped_and_checked():
+    from fastlayers import backends
+
+    before = OPS.set_cuda_gemm_policy(0)
+    assert before == 0
+    with backends.cuda_gemm("vendor"):
+        assert OPS.set_cuda_gemm_policy(2) == 2
+        with backends.cuda_gemm("fastlayers"):
+            assert OPS.set_cuda_gemm_policy(1) == 1
+        assert OPS.set_cuda_gemm_policy(2) == 2
+    assert OPS.set_cuda_gemm_policy(0) == 0
+    with pytest.raises(ValueError, match="policy must be one of"):
+        with backends.cuda_gemm("cublas"):
+            pass
+    with pytest.raises(RuntimeError, match="set_cuda_gemm_policy: argument 'policy' must be 0"):
+        OPS.set_cuda_gemm_policy(7)
+
+
+@cuda_only
+@pytest.mark.parametrize("policy", ["fastlayers", "vendor"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_both_gemm_routes_match_the_reference(policy, dtype):
+    from fastlayers import backends
+
+    x, w, b = make((3, 70, 96), 130, dtype, "cuda", requires_grad=True)
+    grad = torch.randn(3, 70, 130, device="cuda", dtype=dtype)
+    with backends.cuda_gemm(policy):
+        out = FL.linear_relu(x, w, b)
+        out.backward(grad)
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    expected = ref.linear_relu(x64, w64, b64)
+    expected.backward(grad.double() * (out.double() > 0))  # the same mask as the kernel's output
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert rel_error(out, expected) <= (1e-5 if dtype == torch.float32 else low_precision_bound(x, w, b, expected))
+    for got, want in ((x.grad, x64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
+        assert rel_error(got, want) <= tol
+
+
 # ---- autocast -----------------------------------------------------------
 
 

@@ -1,13 +1,20 @@
 // CUDA kernels of the linear_relu ops: each is one launch of the product in
 // common/cuda_gemm.cuh (plus a column-sum kernel when only the bias needs a
-// gradient), on the current stream under a device guard.
+// gradient), on the current stream under a device guard. Large products may
+// go to the vendor's GEMM instead (common/gemm_policy.h): cuBLASLt's
+// bias+ReLU epilogue forward, relu's backward mask then cuBLAS backward.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/ops/_addmm_activation.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/threshold_backward.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "../common/cuda_gemm.cuh"
+#include "../common/gemm_policy.h"
 #include "linear_relu.h"
 
 namespace fastlayers {
@@ -24,6 +31,15 @@ at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
   at::Tensor out = at::empty(with_last_dim(input, weight.size(0)), input.options());
   if (out.numel() == 0) return out;
   const at::Tensor x = as_matrix(input);
+  if (use_vendor_gemm(x.size(0), weight.size(0), weight.size(1))) {
+    at::Tensor out2 = out.view({x.size(0), weight.size(0)});
+    if (has_bias) {
+      at::_addmm_activation_out(out2, *bias, x, weight.t());
+    } else {
+      at::mm_out(out2, x, weight.t()).relu_();
+    }
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     cuda::GemmArgs<scalar_t, Acc> g;
@@ -46,6 +62,11 @@ at::Tensor linear_relu_backward_input_cuda(const at::Tensor& grad_output, const 
   at::Tensor grad_input = at::empty(with_last_dim(output, weight.size(1)), output.options());
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor g2 = as_matrix(grad_output), o2 = as_matrix(output);
+  if (use_vendor_gemm(g2.size(0), weight.size(1), weight.size(0))) {
+    at::Tensor grad_input2 = grad_input.view({g2.size(0), weight.size(1)});
+    at::mm_out(grad_input2, at::threshold_backward(g2, o2, 0), weight);
+    return grad_input;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_input_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     // grad_input[M,K] = (g * (o > 0))[M,N] @ weight[N,K]
@@ -87,6 +108,12 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cuda(const at::Te
   at::Tensor grad_bias = bias_grad ? at::empty({N}, opts) : at::empty({0}, opts);
   if (!weight_grad && !bias_grad) return {grad_weight, grad_bias};
   const at::Tensor g2 = as_matrix(grad_output), o2 = as_matrix(output);
+  if (weight_grad && use_vendor_gemm(N, input->size(-1), g2.size(0))) {
+    const at::Tensor masked = at::threshold_backward(g2, o2, 0);
+    at::mm_out(grad_weight, masked.t(), as_matrix(*input));
+    if (bias_grad) at::sum_out(grad_bias, masked, 0);
+    return {grad_weight, grad_bias};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_params_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     bool bias_done = false;
