@@ -95,6 +95,29 @@ def test_linear_relu_forward_strided_and_expanded(cuda_ops):
             assert rel_error(out, ref.linear_relu(x.double(), wi.double(), b.double())) <= 1e-5
 
 
+def test_linear_relu_large_float_tiles(cuda_ops):
+    """Products with enough 128x128 tiles for every SM take the double-buffered
+    float32 kernel: forward, the masked backward-input product, and the
+    weight gradient with its row sums (the bias gradient)."""
+    # forward: 1500 x 1500 outputs, a 13-deep reduction
+    x, w, b = randn(1500, 13), randn(1500, 13, seed=1), randn(1500, seed=2)
+    assert rel_error(cuda_ops.linear_relu(x, w, b), ref.linear_relu(x.double(), w.double(), b.double())) <= 1e-5
+    # backward input: (grad * mask)[1500, 13] @ weight[13, 1500]
+    x, w, b = randn(1500, 1500, scale=0.03), randn(13, 1500, seed=1), randn(13, seed=2)
+    out = cuda_ops.linear_relu(x, w, b)
+    grad = randn(1500, 13, seed=3)
+    masked = grad.double() * (out.double() > 0)
+    assert rel_error(cuda_ops.linear_relu_backward_input(grad, out, w), masked @ w.double()) <= 1e-5
+    # weight and bias gradients: (grad * mask).T[1500, 7] @ x[7, 1500]
+    x, w, b = randn(7, 1500), randn(1500, 1500, seed=1, scale=1500**-0.5), randn(1500, seed=2)
+    out = cuda_ops.linear_relu(x, w, b)
+    grad = randn(7, 1500, seed=3)
+    masked = grad.double() * (out.double() > 0)
+    grad_weight, grad_bias = cuda_ops.linear_relu_backward_params(grad, out, x, True)
+    assert rel_error(grad_weight, masked.t() @ x.double()) <= 1e-5
+    assert rel_error(grad_bias, masked.sum(0)) <= 1e-5
+
+
 def linear_relu_grads(x, w, b, grad):
     x, w, b = (t.detach().double().requires_grad_() for t in (x, w, b))
     y = ref.linear_relu(x, w, b)

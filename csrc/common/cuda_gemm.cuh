@@ -9,9 +9,10 @@
 // A (a linear layer's bias gradient), each written by exactly one block in a
 // fixed order, so results are deterministic.
 //
-// Three kernels: a tensor-core tiling for half/bfloat16 on sm_80+ (mma.sync
-// m16n8k16 fed by ldmatrix, 128x128 tiles), the portable SIMT tiling for
-// float/double (64x64 tiles, 4x4 outputs per thread), and a
+// Four kernels: a tensor-core tiling for half/bfloat16 on sm_80+ (mma.sync
+// m16n8k16 fed by ldmatrix, 128x128 tiles), a double-buffered 128x128 SIMT
+// tiling for large float products (8x8 outputs per thread), the portable
+// SIMT tiling for the rest (64x64 tiles, 4x4 outputs per thread), and a
 // warp-per-output-column kernel for a handful of rows, where reading the
 // weight once dominates.
 #pragma once
@@ -92,7 +93,7 @@ constexpr int kThreads = (kBM / kTM) * (kBN / kTN);  // 256
 // loop: any N fits in one launch). Tile 0 also produces the row sums, so
 // they come out even when N == 0.
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     gemm_tiled_kernel(const GemmArgs<T, Acc> g, int64_t col_tiles) {
   __shared__ Acc As[kBK][kBM + 1];
   __shared__ Acc Bs[kBK][kBN + 1];
@@ -134,7 +135,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int k = 0; k < kBK; ++k) row_sum += As[k][tid];
       }
-#pragma unroll
+#pragma unroll 4
       for (int k = 0; k < kBK; ++k) {
         Acc af[kTM], bf[kTN];
 #pragma unroll
@@ -157,6 +158,115 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int c = 0; c < kTN; ++c)
         store_c(g, i0 + ty * kTM + r, j0 + tx * kTN + c, acc[r][c]);
+  }
+}
+
+// float32 products large enough to fill the GPU with 128x128 tiles: 8x8
+// outputs per thread in four 4x4 quadrants 64 apart (so each thread's
+// shared-memory reads are float4s, conflict-free), 8-deep reduction steps,
+// shared memory double-buffered with the next step's operands prefetched
+// into registers during the current step: one barrier per step. Rows of the
+// staged tiles are padded by 4 floats so that the stores spread over banks.
+constexpr int kLBM = 128, kLBN = 128, kLBK = 8, kLPad = 4;
+constexpr int kLThreads = 256;
+constexpr int kLLoads = kLBM * kLBK / kLThreads;  // elements of A (and of B) per thread per step
+
+template <typename T>
+__global__ void __launch_bounds__(kLThreads, 2)  // 2 blocks per SM: at most 128 registers
+    gemm_float_large_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
+  static_assert(std::is_same_v<T, float>, "the float32 kernel");
+  __shared__ __align__(16) float As[2][kLBK][kLBM + kLPad];
+  __shared__ __align__(16) float Bs[2][kLBK][kLBN + kLPad];
+  const int tid = threadIdx.x;
+  const int tx = tid % 16, ty = tid / 16;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kLBM;
+  // Let consecutive threads walk each operand's contiguous dimension.
+  const bool a_p_fast = g.a.cs <= g.a.rs;
+  const bool b_j_fast = g.b.cs <= g.b.rs;
+  const int64_t steps = (g.K + kLBK - 1) / kLBK;
+  // This thread's l-th load of a step sits at (r0 + l dr, k0 + l dk) of the A
+  // tile and (k0 + l dk, c0 + l dc) of the B tile.
+  const int a_r0 = a_p_fast ? tid / kLBK : tid % kLBM, a_k0 = a_p_fast ? tid % kLBK : tid / kLBM;
+  const int a_dr = a_p_fast ? kLThreads / kLBK : 0, a_dk = a_p_fast ? 0 : kLThreads / kLBM;
+  const int b_k0 = b_j_fast ? tid / kLBN : tid % kLBK, b_c0 = b_j_fast ? tid % kLBN : tid / kLBK;
+  const int b_dk = b_j_fast ? kLThreads / kLBN : 0, b_dc = b_j_fast ? 0 : kLThreads / kLBK;
+
+  // Addresses as a base plus l times a fixed step: few registers, so the 64
+  // accumulators fit without spills.
+  const int64_t a_row = i0 + a_r0;
+  const float* a_base = g.a.data + a_row * g.a.rs + a_k0 * g.a.cs;
+  const int64_t a_step = a_dr * g.a.rs + a_dk * g.a.cs;
+  const T* m_base = g.mask.data ? g.mask.data + a_row * g.mask.rs + a_k0 * g.mask.cs : nullptr;
+  const int64_t m_step = a_dr * g.mask.rs + a_dk * g.mask.cs;
+
+  for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
+    const int64_t j0 = tile * kLBN;
+    const bool want_sums = g.row_sums != nullptr && tile == 0;
+    const int64_t b_col = j0 + b_c0;
+    const float* b_base = g.b.data + b_k0 * g.b.rs + b_col * g.b.cs;
+    const int64_t b_step = b_dk * g.b.rs + b_dc * g.b.cs;
+    float a_next[kLLoads], b_next[kLLoads];
+    auto fetch = [&](int64_t p0) {
+#pragma unroll
+      for (int l = 0; l < kLLoads; ++l) {
+        const bool a_in = a_row + l * a_dr < g.M && p0 + a_k0 + l * a_dk < g.K;
+        float a = a_in ? a_base[p0 * g.a.cs + l * a_step] : 0.f;
+        if (m_base && a_in && !relu_mask_on(m_base[p0 * g.mask.cs + l * m_step])) a = 0.f;
+        a_next[l] = a;
+        const bool b_in = p0 + b_k0 + l * b_dk < g.K && b_col + l * b_dc < g.N;
+        b_next[l] = b_in ? b_base[p0 * g.b.rs + l * b_step] : 0.f;
+      }
+    };
+    auto stash = [&](int buf) {
+#pragma unroll
+      for (int l = 0; l < kLLoads; ++l) {
+        As[buf][a_k0 + l * a_dk][a_r0 + l * a_dr] = a_next[l];
+        Bs[buf][b_k0 + l * b_dk][b_c0 + l * b_dc] = b_next[l];
+      }
+    };
+    float acc[8][8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r)
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[r][c] = 0.f;
+    float row_sum = 0.f;
+
+    if (steps > 0) {
+      fetch(0);
+      stash(0);
+    }
+    __syncthreads();
+    for (int64_t s = 0; s < steps; ++s) {
+      const int buf = static_cast<int>(s & 1);
+      if (s + 1 < steps) fetch((s + 1) * kLBK);  // in flight during the products below
+      if (want_sums && tid < kLBM) {
+#pragma unroll
+        for (int k = 0; k < kLBK; ++k) row_sum += As[buf][k][tid];
+      }
+#pragma unroll 2  // fully unrolled, the compiler hoists all 8 steps' loads: 200 registers
+      for (int k = 0; k < kLBK; ++k) {
+        const float4 a_lo = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4]);
+        const float4 a_hi = *reinterpret_cast<const float4*>(&As[buf][k][64 + ty * 4]);
+        const float4 b_lo = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4]);
+        const float4 b_hi = *reinterpret_cast<const float4*>(&Bs[buf][k][64 + tx * 4]);
+        const float af[8] = {a_lo.x, a_lo.y, a_lo.z, a_lo.w, a_hi.x, a_hi.y, a_hi.z, a_hi.w};
+        const float bf[8] = {b_lo.x, b_lo.y, b_lo.z, b_lo.w, b_hi.x, b_hi.y, b_hi.z, b_hi.w};
+#pragma unroll
+        for (int r = 0; r < 8; ++r)
+#pragma unroll
+          for (int c = 0; c < 8; ++c) acc[r][c] += af[r] * bf[c];
+      }
+      if (s + 1 < steps) stash(buf ^ 1);  // the other buffer: nobody reads it this step
+      __syncthreads();
+    }
+
+    if (want_sums && tid < kLBM && i0 + tid < g.M) g.row_sums[i0 + tid] = row_sum;
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+      const int64_t i = i0 + (r / 4) * 64 + ty * 4 + r % 4;
+#pragma unroll
+      for (int c = 0; c < 8; ++c) store_c(g, i, j0 + (c / 4) * 64 + tx * 4 + c % 4, acc[r][c]);
+    }
   }
 }
 
@@ -317,6 +427,16 @@ void gemm(const GemmArgs<T, Acc>& g) {
     if (at::cuda::getCurrentDeviceProperties()->major >= 8) {
       const dim3 grid = tile_grid(g.M, g.N, kTcBM, kTcBN, &col_tiles);
       gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+    } else {
+      const dim3 grid = tile_grid(g.M, g.N, kBM, kBN, &col_tiles);
+      gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
+    }
+  } else if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
+    const int64_t large_tiles = ((g.M + kLBM - 1) / kLBM) * ((g.N + kLBN - 1) / kLBN);
+    if (large_tiles >= at::cuda::getCurrentDeviceProperties()->multiProcessorCount) {
+      // Enough 128x128 tiles for every SM; with fewer, 64x64 tiles keep more SMs busy.
+      const dim3 grid = tile_grid(g.M, g.N, kLBM, kLBN, &col_tiles);
+      gemm_float_large_kernel<T><<<grid, kLThreads, 0, stream>>>(g, col_tiles);
     } else {
       const dim3 grid = tile_grid(g.M, g.N, kBM, kBN, &col_tiles);
       gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);

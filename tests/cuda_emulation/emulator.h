@@ -55,6 +55,9 @@ struct dim3 {
 struct uint3 {
   unsigned x, y, z;
 };
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
 struct emu_stream;
 using cudaStream_t = emu_stream*;
 
