@@ -33,17 +33,20 @@ def cuda_ops():
 
 
 @pytest.mark.skipif(UNDER_ASAN, reason="this is the sanitized run itself")
-def test_no_kernel_reads_or_writes_out_of_bounds():
-    """Every test below again, with the kernels built with AddressSanitizer:
-    tensors live in CPU memory here, so a read or write past any input,
-    output or scratch buffer stops the run with a report."""
+def test_no_kernel_reads_or_writes_out_of_bounds_in_either_thread_order():
+    """Every test below again, with the kernels built with AddressSanitizer
+    (tensors live in CPU memory here, so a read or write past any input,
+    output or scratch buffer stops the run with a report) and the emulator's
+    threads scheduled highest-first instead of lowest-first (a missing
+    barrier that one order hides, the other may show)."""
     env = build.asan_environment()
     if env is None:
         pytest.skip("the C++ compiler has no AddressSanitizer runtime")
+    env["FASTLAYERS_EMULATION_ORDER"] = "reverse"
     here = os.path.dirname(os.path.abspath(__file__))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", os.path.abspath(__file__), "-k",
-         "not out_of_bounds"],
+         "not out_of_bounds_in_either"],
         cwd=os.path.dirname(here), env=env, capture_output=True, text=True, timeout=1800)
     report = result.stdout[-3000:] + result.stderr[-6000:]
     assert result.returncode == 0 and "ERROR: AddressSanitizer" not in report, report
@@ -93,6 +96,27 @@ def test_linear_relu_forward_strided_and_expanded(cuda_ops):
         for wi in (w, w.t().contiguous().t()):
             out = cuda_ops.linear_relu(x, wi, b)
             assert rel_error(out, ref.linear_relu(x.double(), wi.double(), b.double())) <= 1e-5
+
+
+@pytest.mark.parametrize("copies_land", ["late", "early"])
+@pytest.mark.parametrize("dtype", LOW)
+def test_linear_relu_tensor_core_async_copies(cuda_ops, dtype, copies_land, monkeypatch):
+    """Half types with k-contiguous, 16-byte aligned operands take the
+    cp.async-pipelined tensor-core kernel: reduction tails, tile edges, and
+    rows shorter than their stride (partial, zero-filled copies). Copies
+    landing as late or as early as the hardware allows must not matter."""
+    monkeypatch.setenv("FASTLAYERS_EMULATION_CP_ASYNC", copies_land)
+    cases = [
+        (randn(67, 136, dtype=dtype), randn(70, 136, dtype=dtype, seed=1, scale=0.1)),
+        (randn(130, 40, dtype=dtype), randn(129, 40, dtype=dtype, seed=1, scale=0.2)),
+        (randn(50, 24, dtype=dtype)[:, :13], randn(5, 24, dtype=dtype, seed=1)[:, :13]),
+        (randn(50, 16, dtype=dtype)[:, :13], randn(1, 13, dtype=dtype, seed=1)),
+    ]
+    for x, w in cases:
+        b = randn(w.shape[0], dtype=dtype, seed=2)
+        out = cuda_ops.linear_relu(x, w, b)
+        exact = ref.linear_relu(x.double(), w.double(), b.double())
+        assert rel_error(out, exact) <= tolerance(dtype, ref.linear_relu(x, w, b), exact), (x.shape, w.shape)
 
 
 def test_linear_relu_large_float_tiles(cuda_ops):

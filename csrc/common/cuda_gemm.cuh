@@ -399,6 +399,111 @@ __global__ void __launch_bounds__(kTcThreads)
   }
 }
 
+// The same tiling when both operands are k-contiguous with 16-byte aligned
+// rows and there is no mask (the forward's x and W): each step's tiles are
+// brought in with 16-byte cp.async copies (zero-filled past the edges), two
+// stages deep, so the next step's loads are in flight during this step's
+// products.
+constexpr int kTcStages = 2;
+constexpr int kTcChunks = kTcBM * kTcBK / 8 / kTcThreads;  // 16-byte copies per operand per thread per step
+
+template <typename T>
+__global__ void __launch_bounds__(kTcThreads)
+    gemm_tensor_core_async_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
+  __shared__ __align__(16) T As[kTcStages][kTcBM][kTcBK + kTcPad];
+  __shared__ __align__(16) T Bs[kTcStages][kTcBN][kTcBK + kTcPad];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp / (kTcBN / kTcWarpN), wn = warp % (kTcBN / kTcWarpN);
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kTcBM;
+  const int64_t steps = (g.K + kTcBK - 1) / kTcBK;
+
+  for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
+    const int64_t j0 = tile * kTcBN;
+    const bool want_sums = g.row_sums != nullptr && tile == 0;
+    // Copies of step `step` into stage `stage`: chunk c is row c / 4,
+    // elements 8 (c % 4) .. +8 of the tile's 32-deep slice.
+    auto issue = [&](int64_t step, int stage) {
+      const int64_t p0 = step * kTcBK;
+#pragma unroll
+      for (int l = 0; l < kTcChunks; ++l) {
+        const int c = tid + l * kTcThreads, r = c / (kTcBK / 8), kc = (c % (kTcBK / 8)) * 8;
+        const int64_t p = p0 + kc;
+        const int k_bytes = static_cast<int>(std::min<int64_t>(std::max<int64_t>(g.K - p, 0), 8)) * sizeof(T);
+        const int64_t i = i0 + r, j = j0 + r;
+        const bool a_in = i < g.M && k_bytes > 0, b_in = j < g.N && k_bytes > 0;
+        cp_async_16(&As[stage][r][kc], a_in ? g.a.data + i * g.a.rs + p : g.a.data, a_in ? k_bytes : 0);
+        cp_async_16(&Bs[stage][r][kc], b_in ? g.b.data + j * g.b.cs + p : g.b.data, b_in ? k_bytes : 0);
+      }
+      cp_async_commit();
+    };
+    float acc[kTcMI][kTcNI][4];
+#pragma unroll
+    for (int mi = 0; mi < kTcMI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < kTcNI; ++ni)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+    float row_sum = 0.f;
+
+    if (steps > 0) issue(0, 0);
+    for (int64_t s = 0; s < steps; ++s) {
+      const int stage = static_cast<int>(s % kTcStages);
+      if (s + 1 < steps) {
+        issue(s + 1, static_cast<int>((s + 1) % kTcStages));  // that stage was last read before the barrier below
+        cp_async_wait<1>();                                   // this step's copies have landed
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();  // ... and everyone else's
+      if (want_sums && tid < kTcBM) {
+#pragma unroll
+        for (int k = 0; k < kTcBK; ++k) row_sum += static_cast<float>(As[stage][tid][k]);
+      }
+#pragma unroll
+      for (int kk = 0; kk < kTcBK; kk += 16) {
+        uint32_t a[kTcMI][4], b[kTcNI][2];
+#pragma unroll
+        for (int mi = 0; mi < kTcMI; ++mi)
+          ldmatrix_x4(a[mi], &As[stage][wm * kTcWarpM + mi * 16 + lane % 16][kk + (lane / 16) * 8]);
+#pragma unroll
+        for (int pair = 0; pair < kTcNI / 2; ++pair) {
+          uint32_t r[4];
+          ldmatrix_x4(r, &Bs[stage][wn * kTcWarpN + pair * 16 + lane % 8 + (lane / 16) * 8][kk + ((lane / 8) % 2) * 8]);
+          b[2 * pair][0] = r[0], b[2 * pair][1] = r[1];
+          b[2 * pair + 1][0] = r[2], b[2 * pair + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int mi = 0; mi < kTcMI; ++mi)
+#pragma unroll
+          for (int ni = 0; ni < kTcNI; ++ni) mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni]);
+      }
+      __syncthreads();  // this stage is refilled by the next step's copies
+    }
+
+    if (want_sums && tid < kTcBM && i0 + tid < g.M) g.row_sums[i0 + tid] = static_cast<T>(row_sum);
+#pragma unroll
+    for (int mi = 0; mi < kTcMI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < kTcNI; ++ni)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t i = i0 + wm * kTcWarpM + mi * 16 + lane / 4 + 8 * (e / 2);
+          const int64_t j = j0 + wn * kTcWarpN + ni * 8 + 2 * (lane % 4) + e % 2;
+          store_c(g, i, j, acc[mi][ni][e]);
+        }
+  }
+}
+
+// Whether the operands suit gemm_tensor_core_async_kernel: A(i, p) and
+// B(p, j) contiguous along p, rows starting on 16-byte boundaries, no mask.
+template <typename T, typename Acc>
+bool async_copy_layout(const GemmArgs<T, Acc>& g) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  constexpr int64_t kPerChunk = 16 / sizeof(T);
+  return g.mask.data == nullptr && g.a.cs == 1 && g.b.rs == 1 && (g.M == 1 || g.a.rs % kPerChunk == 0) &&
+         (g.N == 1 || g.b.cs % kPerChunk == 0) && aligned(g.a.data) && aligned(g.b.data);
+}
+
 template <typename T>
 constexpr bool kHalfType = std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
 
@@ -426,7 +531,11 @@ void gemm(const GemmArgs<T, Acc>& g) {
   } else if constexpr (kHalfType<T>) {
     if (at::cuda::getCurrentDeviceProperties()->major >= 8) {
       const dim3 grid = tile_grid(g.M, g.N, kTcBM, kTcBN, &col_tiles);
-      gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+      if (async_copy_layout(g)) {
+        gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+      } else {
+        gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+      }
     } else {
       const dim3 grid = tile_grid(g.M, g.N, kBM, kBN, &col_tiles);
       gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);

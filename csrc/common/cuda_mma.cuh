@@ -1,6 +1,6 @@
-// The two warp-level tensor-core instructions the half/bfloat16 GEMM uses
-// (sm_80+), as small functions so that the CPU emulator of tests/ can stand
-// in for them with the same contract:
+// The sm_80+ instructions the half/bfloat16 GEMM uses, as small functions so
+// that the CPU emulator of tests/ can stand in for them with the same
+// contract:
 //
 //   ldmatrix_x4(r, row): the warp loads four 8x8 matrices of 16-bit
 //       elements from shared memory; lanes 8i..8i+7 give the addresses of
@@ -11,6 +11,12 @@
 //       a: r[l] holds row lane/4 + 8(l%2), columns 2(lane%4) + 8(l/2), +1;
 //       b: r[l] holds rows (k) 2(lane%4) + 8l, +1 of column lane/4;
 //       d: d[l] is row lane/4 + 8(l/2), column 2(lane%4) + (l%2).
+//   cp_async_16(dst, src, bytes): this thread starts an asynchronous copy of
+//       `bytes` (0..16) bytes from global src to shared dst (both 16-byte
+//       aligned), zero-filling dst up to 16 bytes; cp_async_commit() closes
+//       the thread's current group of copies; cp_async_wait<N>() waits until
+//       at most N of its committed groups are still in flight. Other
+//       threads see the data only after a barrier that follows the wait.
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -64,6 +70,28 @@ __device__ __forceinline__ void mma_m16n8k16<c10::BFloat16>(float (&d)[4], const
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
   __trap();
+#endif
+}
+
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(src), "r"(bytes));
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
 

@@ -6,7 +6,9 @@
 //
 // The model: the blocks of a launch run one after another; the threads of a
 // block run as cooperative fibers on one OS thread, switching only at
-// __syncthreads() and at warp collectives (shuffles, ldmatrix, mma). The
+// __syncthreads() and at warp collectives (shuffles, ldmatrix, mma), always
+// to the first runnable thread (so warps drift as far apart as the barriers
+// allow, which exposes missing barriers between warps). The
 // emulator is stricter than the hardware where the hardware's behaviour is
 // undefined: a __syncthreads() that not every thread of the block reaches, or
 // a full-mask warp collective with a lane missing, raises an error instead of
@@ -26,6 +28,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -94,19 +97,31 @@ class Block {
       contexts_[t].uc_link = &scheduler_;
       makecontext(&contexts_[t], &Block::entry, 0);
     }
+    // Always the first ready thread in the scheduling order: each warp runs
+    // as far as it can before the next one starts, the most skewed
+    // interleaving a barrier-correct kernel must tolerate. Orders: lowest
+    // thread first, or highest first with FASTLAYERS_EMULATION_ORDER=reverse.
+    const char* order = std::getenv("FASTLAYERS_EMULATION_ORDER");
+    const bool reverse = order && std::string(order) == "reverse";
     for (;;) {
-      bool ran = false;
-      for (unsigned t = 0; t < threads; ++t) {
-        if (state_[t] != State::Ready) continue;
-        ran = true;
+      release_barriers();  // at once, so the warp that just arrived runs on
+      unsigned t = threads;
+      for (unsigned n = 0; n < threads; ++n) {
+        const unsigned candidate = reverse ? threads - 1 - n : n;
+        if (state_[candidate] == State::Ready) {
+          t = candidate;
+          break;
+        }
+      }
+      if (t < threads) {
         current_thread_ = t;
         threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
         swapcontext(&scheduler_, &contexts_[t]);
         if (error_) std::rethrow_exception(error_);
+        continue;
       }
       if (std::all_of(state_.begin(), state_.end(), [](State s) { return s == State::Done; })) return;
-      if (release_barriers()) continue;
-      if (!ran) throw std::runtime_error(describe_deadlock());
+      throw std::runtime_error(describe_deadlock());
     }
   }
 
@@ -149,7 +164,6 @@ class Block {
         released = true;
       }
     }
-    if (released) return true;
     bool all_at_barrier = true, any_at_barrier = false, any_done = false;
     for (State s : state_) {
       any_at_barrier |= s == State::AtBlockBarrier;
@@ -209,6 +223,7 @@ inline void Block::entry() {
 }
 
 inline thread_local std::vector<unsigned char> dynamic_shared_memory;
+inline thread_local uint64_t block_serial = 0;  // which block of which launch is running
 inline unsigned char* dynamic_shared() { return dynamic_shared_memory.data(); }
 
 struct LaunchConfig {
@@ -251,6 +266,7 @@ void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) 
     for (unsigned y = 0; y < g.y; ++y)
       for (unsigned x = 0; x < g.x; ++x) {
         blockIdx = uint3{x, y, z};
+        ++block_serial;
         blk.run(body, static_cast<unsigned>(threads));
       }
 }

@@ -3,7 +3,16 @@
 // fragment layouts (the comment at the top of cuda_mma.cuh). Products are
 // exact and summed in double, then rounded to float: the hardware's own
 // summation order is unspecified, so results may differ in the last bits.
+//
+// cp.async copies land when a cp_async_wait lets them (as late as the
+// hardware may deliver them), so a missing wait or barrier shows as stale
+// data; with FASTLAYERS_EMULATION_CP_ASYNC=early they land at once instead
+// (as early as it may), so a copy into a buffer still being read shows too.
 #pragma once
+
+#include <cstdlib>
+#include <deque>
+#include <vector>
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -69,6 +78,62 @@ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
   }
   emu::warp_barrier();
   for (int e = 0; e < 4; ++e) d[e] = out[e];
+}
+
+struct PendingCopy {
+  void* dst;
+  const void* src;
+  int bytes;
+};
+
+struct ThreadCopies {
+  uint64_t block = 0;
+  std::vector<PendingCopy> open;
+  std::deque<std::vector<PendingCopy>> committed;
+};
+
+inline ThreadCopies& thread_copies() {
+  static thread_local std::vector<ThreadCopies> all;
+  const unsigned t = emu::block().thread();
+  if (all.size() <= t) all.resize(t + 1);
+  ThreadCopies& mine = all[t];
+  if (mine.block != emu::block_serial) {
+    if (!mine.open.empty() || !mine.committed.empty())
+      throw std::runtime_error("CUDA emulation: a thread ended with cp.async copies never waited for");
+    mine.block = emu::block_serial;
+  }
+  return mine;
+}
+
+inline void land(const PendingCopy& c) {
+  std::memcpy(c.dst, c.src, c.bytes);
+  std::memset(static_cast<unsigned char*>(c.dst) + c.bytes, 0, 16 - c.bytes);
+}
+
+inline void cp_async_16(void* dst, const void* src, int bytes) {
+  if (reinterpret_cast<uintptr_t>(dst) % 16 || reinterpret_cast<uintptr_t>(src) % 16 || bytes < 0 || bytes > 16)
+    throw std::runtime_error("CUDA emulation: cp.async needs 16-byte aligned addresses and 0..16 bytes");
+  const char* when = std::getenv("FASTLAYERS_EMULATION_CP_ASYNC");
+  if (when && std::string(when) == "early") {
+    land({dst, src, bytes});
+  } else {
+    thread_copies().open.push_back({dst, src, bytes});
+  }
+}
+
+inline void cp_async_commit() {
+  ThreadCopies& mine = thread_copies();
+  mine.committed.push_back(std::move(mine.open));
+  mine.open.clear();
+}
+
+template <int N>
+void cp_async_wait() {
+  ThreadCopies& mine = thread_copies();
+  while (mine.committed.size() > static_cast<size_t>(N)) {
+    for (const PendingCopy& c : mine.committed.front()) land(c);
+    mine.committed.pop_front();
+  }
 }
 
 }  // namespace cuda
