@@ -45,11 +45,12 @@ def test_no_kernel_reads_or_writes_out_of_bounds_in_either_thread_order():
     env["FASTLAYERS_EMULATION_ORDER"] = "reverse"
     here = os.path.dirname(os.path.abspath(__file__))
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", os.path.abspath(__file__), "-k",
-         "not out_of_bounds_in_either"],
+        # --capture=no: a sanitizer stops the process, and its report must reach our stderr
+        [sys.executable, "-m", "pytest", "-q", "-x", "--capture=no", "-p", "no:cacheprovider", os.path.abspath(__file__),
+         "-k", "not out_of_bounds_in_either"],
         cwd=os.path.dirname(here), env=env, capture_output=True, text=True, timeout=1800)
-    report = result.stdout[-3000:] + result.stderr[-6000:]
-    assert result.returncode == 0 and "ERROR: AddressSanitizer" not in report, report
+    report = result.stderr[-6000:] + result.stdout[-2000:]
+    assert result.returncode == 0 and "Sanitizer" not in report and "runtime error" not in report, report
 
 
 @pytest.fixture(autouse=True)
@@ -217,14 +218,20 @@ def test_linear_relu_vendor_route(cuda_ops, bias, dtype):
 
 
 # --------------------------------------------------------------------- center
-# Each case reaches one kernel path: (shape, dim)
+# Each case reaches one kernel path: (shape, dim). Group lengths that are
+# multiples of 8 take the 16-byte accesses; the odd ones read one element at
+# a time (or, for a single group, end in a tail shorter than 16 bytes).
 CENTER_CASES = [
-    ((5, 300), 1),  # warp per row
+    ((5, 296), 1),  # warp per row
+    ((4, 301), 1),  # warp per row, unpacked
     ((3, 1000), -1),  # warp per row, 32 elements per lane
     ((3, 2000), 1),  # block per row (small total)
-    ((600, 1500), 1),  # block per row (many rows)
+    ((3, 2001), 1),  # block per row, unpacked
+    ((600, 1504), 1),  # block per row (many rows)
     ((100_000,), None),  # whole tensor: partial sums, finalize, subtract
+    ((100_003,), None),  # whole tensor with a short tail
     ((2, 70_000), 1),  # two long rows through the partial path
+    ((2, 70_001), 1),  # the same, unpacked
     ((1000,), None),  # whole tensor, one warp
     ((7, 33, 5), 1),  # a middle dim: a thread per column
     ((4, 6, 10), (0, 2)),  # non-adjacent dims (permuted copy)
@@ -255,6 +262,14 @@ def test_center_large_common_offset(cuda_ops):
     x = randn(200_000, scale=1e-2) + 100
     exact = x.double() - x.double().mean()
     assert rel_error(cuda_ops.center(x), exact) <= 1e-5
+
+
+def test_center_misaligned_start_reads_one_element_at_a_time(cuda_ops):
+    for n in (1000, 5000, 100_000):
+        x = randn(n + 1)[1:]  # 4 bytes past a 16-byte boundary
+        assert rel_error(cuda_ops.center(x), x.double() - x.double().mean()) <= 1e-6
+        rows = randn(4 * n // 8 * 8 + 1)[1:].view(4, -1)
+        assert rel_error(cuda_ops.center(rows, [1]), ref.center(rows.double(), 1)) <= 1e-6
 
 
 def test_center_strided_input(cuda_ops):

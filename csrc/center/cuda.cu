@@ -11,6 +11,8 @@
 //       tensor that fits in L2 comes from L2). Small ones: one block, one launch.
 //   other groups of contiguous elements: one block per group.
 //   inner > 1: one thread per (outer, inner) column, rows read in order.
+// Groups that start on 16-byte boundaries are read and written 16 bytes at a
+// time (V = 16 / sizeof(T) elements), the rest one element at a time.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
@@ -59,55 +61,104 @@ __device__ A block_sum(A v) {
   return result;
 }
 
-template <typename T>
+// V elements of T, loaded and stored as one 16-byte (or narrower) access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+// This thread's share (threads stride by kBlock) of the sum of (x[i] - shift)
+// over i in [begin, end); with V > 1, x and begin are multiples of V
+// elements apart from a 16-byte boundary, and a tail shorter than V is read
+// one element at a time.
+template <int V, typename T, typename A>
+__device__ __forceinline__ A shifted_sum(const T* x, int64_t begin, int64_t end, A shift) {
+  A sum = A(0);
+  int64_t i = begin + static_cast<int64_t>(threadIdx.x) * V;
+  if constexpr (V > 1) {
+    for (; i + V <= end; i += int64_t(kBlock) * V) {
+      const Pack<T, V> p = *reinterpret_cast<const Pack<T, V>*>(x + i);
+#pragma unroll
+      for (int e = 0; e < V; ++e) sum += static_cast<A>(p.v[e]) - shift;
+    }
+    i = begin + (end - begin) / V * V + threadIdx.x;  // the tail
+  }
+  for (; i < end; i += kBlock) sum += static_cast<A>(x[i]) - shift;
+  return sum;
+}
+
+// y[i] = (x[i] - shift) - offset over this thread's share of [begin, end),
+// with the same access pattern as shifted_sum.
+template <int V, typename T, typename A>
+__device__ __forceinline__ void store_centered(const T* x, T* y, int64_t begin, int64_t end, A shift, A offset) {
+  int64_t i = begin + static_cast<int64_t>(threadIdx.x) * V;
+  if constexpr (V > 1) {
+    for (; i + V <= end; i += int64_t(kBlock) * V) {
+      const Pack<T, V> p = *reinterpret_cast<const Pack<T, V>*>(x + i);
+      Pack<T, V> q;
+#pragma unroll
+      for (int e = 0; e < V; ++e) q.v[e] = static_cast<T>((static_cast<A>(p.v[e]) - shift) - offset);
+      *reinterpret_cast<Pack<T, V>*>(y + i) = q;
+    }
+    i = begin + (end - begin) / V * V + threadIdx.x;
+  }
+  for (; i < end; i += kBlock) y[i] = static_cast<T>((static_cast<A>(x[i]) - shift) - offset);
+}
+
+// Lane l holds the packs l, l + 32, ... of its row (V elements each) in
+// registers: one read and one write per element.
+template <int V, typename T>
 __global__ void __launch_bounds__(kBlock) center_rows_warp_kernel(const T* x, T* y, int64_t outer, int reduce) {
   using A = Acc<T>;
+  constexpr int kPacks = kWarpRowMax / 32 / V;  // per lane
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kBlock / 32) + threadIdx.x / 32;
   if (row >= outer) return;
   const T* xr = x + row * reduce;
   const A shift = static_cast<A>(xr[0]);
-  A v[kWarpRowMax / 32];
+  A v[kPacks][V];
   A sum = A(0);
 #pragma unroll
-  for (int k = 0; k < kWarpRowMax / 32; ++k) {
-    const int i = lane + 32 * k;
-    v[k] = i < reduce ? static_cast<A>(xr[i]) - shift : A(0);
-    sum += v[k];
+  for (int k = 0; k < kPacks; ++k) {
+    const int i = (lane + 32 * k) * V;
+    if (i < reduce) {  // reduce is a multiple of V
+      const Pack<T, V> p = *reinterpret_cast<const Pack<T, V>*>(xr + i);
+#pragma unroll
+      for (int e = 0; e < V; ++e) v[k][e] = static_cast<A>(p.v[e]) - shift, sum += v[k][e];
+    }
   }
   const A mean_shifted = warp_sum(sum) / static_cast<A>(reduce);
   T* yr = y + row * reduce;
 #pragma unroll
-  for (int k = 0; k < kWarpRowMax / 32; ++k) {
-    const int i = lane + 32 * k;
-    if (i < reduce) yr[i] = static_cast<T>(v[k] - mean_shifted);
+  for (int k = 0; k < kPacks; ++k) {
+    const int i = (lane + 32 * k) * V;
+    if (i < reduce) {
+      Pack<T, V> q;
+#pragma unroll
+      for (int e = 0; e < V; ++e) q.v[e] = static_cast<T>(v[k][e] - mean_shifted);
+      *reinterpret_cast<Pack<T, V>*>(yr + i) = q;
+    }
   }
 }
 
 // One block per group of `reduce` contiguous elements: sum, then subtract.
-template <typename T>
+template <int V, typename T>
 __global__ void __launch_bounds__(kBlock) center_rows_block_kernel(const T* x, T* y, int64_t reduce) {
   using A = Acc<T>;
   const T* xr = x + static_cast<int64_t>(blockIdx.x) * reduce;
   T* yr = y + static_cast<int64_t>(blockIdx.x) * reduce;
   const A shift = static_cast<A>(xr[0]);
-  A sum = A(0);
-  for (int64_t i = threadIdx.x; i < reduce; i += kBlock) sum += static_cast<A>(xr[i]) - shift;
-  const A offset = block_sum(sum) / static_cast<A>(reduce);  // mean - shift: small
-  for (int64_t i = threadIdx.x; i < reduce; i += kBlock) yr[i] = static_cast<T>((static_cast<A>(xr[i]) - shift) - offset);
+  const A offset = block_sum(shifted_sum<V>(xr, 0, reduce, shift)) / static_cast<A>(reduce);  // mean - shift: small
+  store_centered<V>(xr, yr, 0, reduce, shift, offset);
 }
 
 // partial[o * chunks + c] = sum of (x - shift_o) over chunk c of group o.
-template <typename T>
+template <int V, typename T>
 __global__ void __launch_bounds__(kBlock) partial_sums_kernel(const T* x, int64_t reduce, int64_t chunks, Acc<T>* partial) {
   using A = Acc<T>;
   const int64_t c = blockIdx.x, o = blockIdx.y;
   const T* xr = x + o * reduce;
-  const A shift = static_cast<A>(xr[0]);
-  const int64_t end = std::min(reduce, (c + 1) * kChunk);
-  A sum = A(0);
-  for (int64_t i = c * kChunk + threadIdx.x; i < end; i += kBlock) sum += static_cast<A>(xr[i]) - shift;
-  sum = block_sum(sum);
+  const A sum = block_sum(shifted_sum<V>(xr, c * kChunk, std::min(reduce, (c + 1) * kChunk), static_cast<A>(xr[0])));
   if (threadIdx.x == 0) partial[o * chunks + c] = sum;
 }
 
@@ -125,15 +176,14 @@ __global__ void __launch_bounds__(kBlock) finalize_offset_kernel(int64_t reduce,
 }
 
 // y = (x - shift) - offset: the rounding of shift + offset never enters.
-template <typename T>
+template <int V, typename T>
 __global__ void __launch_bounds__(kBlock) subtract_offset_kernel(const T* x, T* y, int64_t reduce,
                                                                  const Acc<T>* offset) {
   using A = Acc<T>;
   const int64_t c = blockIdx.x, o = blockIdx.y;
-  const A shift = static_cast<A>(x[o * reduce]), d = offset[o];
-  const int64_t end = std::min(reduce, (c + 1) * kChunk);
-  for (int64_t i = c * kChunk + threadIdx.x; i < end; i += kBlock)
-    y[o * reduce + i] = static_cast<T>((static_cast<A>(x[o * reduce + i]) - shift) - d);
+  const T* xr = x + o * reduce;
+  store_centered<V>(xr, y + o * reduce, c * kChunk, std::min(reduce, (c + 1) * kChunk), static_cast<A>(xr[0]),
+                    offset[o]);
 }
 
 // One thread per (outer, inner) column: consecutive threads read
@@ -155,6 +205,34 @@ __global__ void __launch_bounds__(kBlock) center_columns_kernel(const T* x, T* y
 
 unsigned blocks_for(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
 
+// A few long groups (the whole tensor): partial sums per chunk, a finalize
+// kernel, a subtract kernel; the offsets stay on the device.
+template <typename T>
+void launch_long_groups(const T* x, T* y, int64_t outer, int64_t reduce, bool packed, const at::TensorOptions& options,
+                        cudaStream_t stream) {
+  using A = Acc<T>;
+  constexpr int kV = 16 / sizeof(T);
+  TORCH_CHECK(outer <= 65535, kCenter, ": too many long groups (", outer, ") for one launch");
+  const int64_t chunks = (reduce + kChunk - 1) / kChunk;
+  at::Tensor scratch = at::empty({outer * chunks + outer}, options.dtype(c10::CppTypeToScalarType<A>::value));
+  A* partial = scratch.data_ptr<A>();
+  A* offset = partial + outer * chunks;
+  const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(outer));
+  if (packed) {
+    partial_sums_kernel<kV, T><<<grid, kBlock, 0, stream>>>(x, reduce, chunks, partial);
+  } else {
+    partial_sums_kernel<1, T><<<grid, kBlock, 0, stream>>>(x, reduce, chunks, partial);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  finalize_offset_kernel<T><<<static_cast<unsigned>(outer), kBlock, 0, stream>>>(reduce, chunks, partial, offset);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (packed) {
+    subtract_offset_kernel<kV, T><<<grid, kBlock, 0, stream>>>(x, y, reduce, offset);
+  } else {
+    subtract_offset_kernel<1, T><<<grid, kBlock, 0, stream>>>(x, y, reduce, offset);
+  }
+}
+
 at::Tensor center_cuda(const at::Tensor& input, at::OptionalIntArrayRef dim) {
   const std::vector<int64_t> dims = center_dims(input, dim);
   const c10::cuda::CUDAGuard guard(input.device());
@@ -164,29 +242,33 @@ at::Tensor center_cuda(const at::Tensor& input, at::OptionalIntArrayRef dim) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t outer = l.outer, reduce = l.reduce, inner = l.inner;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "center_cuda", [&] {
-    using A = Acc<scalar_t>;
+    constexpr int kV = 16 / sizeof(scalar_t);  // elements per 16-byte access
     const scalar_t* x = l.x.const_data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
+    // Every group starts on a 16-byte boundary: both bases aligned and the
+    // group length a multiple of kV (or a single group).
+    const bool packed = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
+                        (reduce % kV == 0 || outer == 1);
     if (inner > 1) {
       center_columns_kernel<scalar_t><<<blocks_for(outer * inner, kBlock), kBlock, 0, stream>>>(x, y, outer, reduce, inner);
     } else if (reduce <= kWarpRowMax) {
-      center_rows_warp_kernel<scalar_t><<<blocks_for(outer, kBlock / 32), kBlock, 0, stream>>>(x, y, outer, static_cast<int>(reduce));
+      const unsigned blocks = blocks_for(outer, kBlock / 32);
+      if (packed && reduce % kV == 0) {
+        center_rows_warp_kernel<kV, scalar_t><<<blocks, kBlock, 0, stream>>>(x, y, outer, static_cast<int>(reduce));
+      } else {
+        center_rows_warp_kernel<1, scalar_t><<<blocks, kBlock, 0, stream>>>(x, y, outer, static_cast<int>(reduce));
+      }
     } else if (outer * reduce <= kOneBlockMax ||
                outer >= 4 * at::cuda::getCurrentDeviceProperties()->multiProcessorCount) {
       // One block per group: a single launch; enough groups fill the GPU.
-      center_rows_block_kernel<scalar_t><<<static_cast<unsigned>(outer), kBlock, 0, stream>>>(x, y, reduce);
+      const unsigned blocks = static_cast<unsigned>(outer);
+      if (packed) {
+        center_rows_block_kernel<kV, scalar_t><<<blocks, kBlock, 0, stream>>>(x, y, reduce);
+      } else {
+        center_rows_block_kernel<1, scalar_t><<<blocks, kBlock, 0, stream>>>(x, y, reduce);
+      }
     } else {
-      TORCH_CHECK(outer <= 65535, kCenter, ": too many long groups (", outer, ") for one launch");
-      const int64_t chunks = (reduce + kChunk - 1) / kChunk;
-      at::Tensor scratch = at::empty({outer * chunks + outer}, l.x.options().dtype(c10::CppTypeToScalarType<A>::value));
-      A* partial = scratch.data_ptr<A>();
-      A* offset = partial + outer * chunks;
-      const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(outer));
-      partial_sums_kernel<scalar_t><<<grid, kBlock, 0, stream>>>(x, reduce, chunks, partial);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      finalize_offset_kernel<scalar_t><<<static_cast<unsigned>(outer), kBlock, 0, stream>>>(reduce, chunks, partial, offset);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      subtract_offset_kernel<scalar_t><<<grid, kBlock, 0, stream>>>(x, y, reduce, offset);
+      launch_long_groups<scalar_t>(x, y, outer, reduce, packed, l.x.options(), stream);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

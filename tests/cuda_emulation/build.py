@@ -80,15 +80,17 @@ def sources():
 def load(sanitize=False, verbose=False):
     """Builds (incrementally) and loads the emulated kernels; returns
     torch.ops.fastlayers_emulated. sanitize=True builds them with
-    AddressSanitizer (the process must preload libasan: see asan_environment)."""
+    AddressSanitizer and the alignment check of UndefinedBehaviorSanitizer
+    (the process must preload libasan: see asan_environment)."""
     if hasattr(torch.ops, NAMESPACE) and hasattr(getattr(torch.ops, NAMESPACE), "center"):
         return getattr(torch.ops, NAMESPACE)
     files = sources()
     cflags = ["-O2", "-include", os.path.join(HERE, "emulator.h")]
     ldflags = []
-    if sanitize:
-        cflags += ["-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
-        ldflags += ["-fsanitize=address"]
+    if sanitize:  # out-of-bounds accesses, and misaligned vector accesses (which fault on a GPU)
+        sanitizers = ["-fsanitize=address,alignment", "-fno-sanitize-recover=alignment"]
+        cflags += ["-g", "-fno-omit-frame-pointer"] + sanitizers
+        ldflags += sanitizers
     build_dir = BUILD + ("_asan" if sanitize else "")
     os.makedirs(build_dir, exist_ok=True)
     cpp_extension.load(
