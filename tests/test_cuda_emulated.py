@@ -61,6 +61,25 @@ def _nan_filled_empty():
     torch.use_deterministic_algorithms(old)
 
 
+@pytest.mark.parametrize(
+    "case,error",
+    [
+        ("barrier_after_exit", "__syncthreads\\(\\) in block .* after some of its threads exited"),
+        ("barrier_in_half_the_block", "CUDA emulation"),
+        ("shuffle_in_half_a_warp", "warp collective in warp 0 .* after some of its lanes exited"),
+        ("shuffle_after_lane_exit", "warp collective in warp 0 .* after some of its lanes exited"),
+        ("block_too_large", "invalid launch .* too many threads per block"),
+        ("grid_too_large", "invalid launch .* grid too large"),
+        ("too_much_dynamic_shared_memory", "invalid launch .* above 48 KB"),
+    ],
+)
+def test_emulator_rejects_what_the_hardware_leaves_undefined_or_refuses(cuda_ops, case, error):
+    assert cuda_ops.emulator_self_test("block_sum") == sum(range(64))  # rule-abiding kernels still run
+    assert cuda_ops.emulator_self_test("warp_sum") == sum(range(32))
+    with pytest.raises(RuntimeError, match=error):
+        cuda_ops.emulator_self_test(case)
+
+
 def randn(*shape, dtype=torch.float32, seed=0, scale=1.0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)

@@ -31,8 +31,13 @@ _LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<(?:[^<>;]|<[^<>;]*>)*>)?)\s*<<<(.*?)>
 _EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w: ]+?)\s+(\w+)\[\]\s*;")
 
 
+def _launch(m):
+    no_args = m.string[m.end():].lstrip().startswith(")")
+    return f"::emu::launch(::emu::LaunchConfig{{{m.group(2)}}}, {m.group(1)}" + ("" if no_args else ", ")
+
+
 def rewrite(text):
-    text = _LAUNCH.sub(lambda m: f"::emu::launch(::emu::LaunchConfig{{{m.group(2)}}}, {m.group(1)}, ", text)
+    text = _LAUNCH.sub(_launch, text)
     text = _EXTERN_SHARED.sub(
         lambda m: f"{m.group(1)}* {m.group(2)} = reinterpret_cast<{m.group(1)}*>(::emu::dynamic_shared());", text
     )
@@ -56,7 +61,8 @@ def _write_if_changed(path, text):
 
 
 def sources():
-    """Copies csrc/ rewritten into the build folder; returns the files to compile."""
+    """Copies csrc/ rewritten into the build folder (and the emulator's own
+    self_test.cu); returns the files to compile."""
     out_root = os.path.join(BUILD, "csrc")
     compiled = []
     for dirpath, _, files in os.walk(CSRC):
@@ -74,7 +80,11 @@ def sources():
             elif name == "registration.cpp":
                 compiled.append(target)
             _write_if_changed(target, text)
-    return sorted(compiled)
+    with open(os.path.join(HERE, "self_test.cu")) as f:
+        text = rewrite(f.read())
+    target = os.path.join(BUILD, "self_test_emulated.cpp")
+    _write_if_changed(target, text)
+    return sorted(compiled) + [target]
 
 
 def load(sanitize=False, verbose=False):

@@ -1,0 +1,81 @@
+// Kernels that break the CUDA rules the emulator promises to catch, and one
+// that keeps them, as the op fastlayers_emulated::emulator_self_test(name):
+// tests/test_cuda_emulated.py checks that each bad one raises its error.
+// Built only into the emulated library (build.py), never into fastlayers.
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <string>
+
+namespace {
+
+__global__ void block_sum_kernel(int64_t* out) {  // keeps the rules
+  __shared__ int64_t partial[64];
+  partial[threadIdx.x] = threadIdx.x;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t s = 0;
+    for (int i = 0; i < 64; ++i) s += partial[i];
+    *out = s;
+  }
+}
+
+__global__ void warp_sum_kernel(int64_t* out) {  // keeps the rules
+  int64_t v = threadIdx.x;
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  if (threadIdx.x == 0) *out = v;
+}
+
+__global__ void barrier_after_exit_kernel() {
+  if (threadIdx.x < 16) return;
+  __syncthreads();
+}
+
+__global__ void barrier_in_half_the_block_kernel() {
+  if (threadIdx.x < 32) __syncthreads();
+  __syncthreads();
+}
+
+__global__ void shuffle_in_half_a_warp_kernel(int64_t* out) {
+  int64_t v = threadIdx.x;
+  if (threadIdx.x % 32 < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);
+  out[threadIdx.x] = v;
+}
+
+__global__ void shuffle_after_lane_exit_kernel() {
+  if (threadIdx.x == 3) return;
+  __shfl_xor_sync(0xffffffffu, 1, 1);
+}
+
+__global__ void empty_kernel() {}
+
+int64_t emulator_self_test(const std::string& name) {
+  int64_t result[64] = {0};
+  if (name == "block_sum") {
+    block_sum_kernel<<<1, 64>>>(result);
+  } else if (name == "warp_sum") {
+    warp_sum_kernel<<<1, 32>>>(result);
+  } else if (name == "barrier_after_exit") {
+    barrier_after_exit_kernel<<<1, 64>>>();
+  } else if (name == "barrier_in_half_the_block") {
+    barrier_in_half_the_block_kernel<<<1, 64>>>();
+  } else if (name == "shuffle_in_half_a_warp") {
+    shuffle_in_half_a_warp_kernel<<<1, 32>>>(result);
+  } else if (name == "shuffle_after_lane_exit") {
+    shuffle_after_lane_exit_kernel<<<1, 32>>>();
+  } else if (name == "block_too_large") {
+    empty_kernel<<<1, 2048>>>();
+  } else if (name == "grid_too_large") {
+    empty_kernel<<<dim3(1, 70000), 32>>>();
+  } else if (name == "too_much_dynamic_shared_memory") {
+    empty_kernel<<<1, 32, 64 * 1024>>>();
+  } else {
+    TORCH_CHECK(false, "emulator_self_test: unknown case ", name);
+  }
+  return result[0];
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastlayers_emulated, m) { m.def("emulator_self_test(str name) -> int", &emulator_self_test); }
