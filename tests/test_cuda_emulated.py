@@ -19,6 +19,7 @@ from fastlayers import reference as ref
 
 from .conftest import rel_error
 from .cuda_emulation import build
+from .test_fixed_hidden_mlp import check_half_precision
 
 LOW = (torch.float16, torch.bfloat16)
 ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -323,6 +324,15 @@ def test_fixed_hidden_mlp_forward_and_halvings(cuda_ops, m, f, scale, dtype, ret
     assert rel_error(out, exact) <= tol
     h2 = torch.relu(torch.nn.functional.linear(x.double(), w.double(), b.double()) @ c.double() + 1)
     assert rel_error(hidden, h2) <= (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("m,f", [(2, 20), (64, 20), (40, 64), (130, 70)])
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("return_sum", [True, False])
+def test_fixed_hidden_mlp_half_precision(cuda_ops, m, f, dtype, return_sum):
+    w, b, c = fixed_hidden_params(f, dtype, scale=3.0)
+    x = randn(m, f, dtype=dtype, seed=5, scale=3.0)
+    check_half_precision(cuda_ops.fixed_hidden_mlp, x, w, b, c, return_sum)
 
 
 @pytest.mark.parametrize("m,f", [(2, 20), (40, 64)])

@@ -49,6 +49,38 @@ def test_matches_the_chapter_loop_output_and_halvings(shape, f, scale, dtype, re
     assert rel_error(out, exact) <= tol
 
 
+def check_half_precision(op, x, w, b, c, return_sum):
+    """float16/bfloat16 against float64 (GOALS.md: at most 2x the error of
+    eager in the same dtype), with k equal to the loop's on the exact h."""
+    out, hidden, k = op(x, w, b, c, return_sum)
+    dtype = x.dtype
+    x64, w64, b64, c64 = (t.double() for t in (x, w, b, c))
+    h3 = TF.linear(TF.relu(TF.linear(x64, w64, b64) @ c64 + 1), w64, b64)
+    _, k_exact = ref.fixed_hidden_mlp(x64, w64, b64, c64, return_halvings=True)
+    assert int(k) == k_exact
+    exact = h3 / 2**k_exact
+    h3_eager = TF.linear(TF.relu(TF.linear(x, w, b) @ c + 1), w, b)
+    eager = h3_eager / 2**k_exact
+    bound_extra = 1e-6
+    if return_sum:
+        exact, eager = exact.sum(), eager.sum()
+        # One scalar: eager's single rounding may land nearer by luck; allow
+        # ours one rounding of the result on top.
+        bound_extra = torch.finfo(dtype).eps
+    assert out.dtype == dtype and out.shape == exact.shape
+    assert rel_error(out, exact) <= 2 * rel_error(eager, exact) + bound_extra
+    assert rel_error(hidden, TF.relu(TF.linear(x64, w64, b64) @ c64 + 1)) <= 2e-2
+
+
+@pytest.mark.parametrize("shape,f", [((2, 20), 20), ((64, 20), 20), ((40, 64), 64)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("return_sum", [True, False])
+def test_half_precision_matches_float64(shape, f, dtype, return_sum, device):
+    w, b, c = params(f, dtype, device, scale=3.0)
+    x = inputs(shape, dtype, device, scale=3.0)
+    check_half_precision(OPS.fixed_hidden_mlp, x, w, b, c, return_sum)
+
+
 def test_halvings_span_zero_to_sixty(device):
     seen = set()
     for i, scale in enumerate([1e-6, 1e-3, 1, 1e3, 1e6, 1e9, 1e12, 1e15, 1e17]):
