@@ -4,7 +4,8 @@ already installed (use `pip install --no-build-isolation -e .`).
 The CPU kernels are always built. The CUDA kernels are built when torch is a
 CUDA build, nvcc is found and a GPU is visible, or when FORCE_CUDA=1 (e.g. to
 compile them on a machine without a GPU); FORCE_CUDA=0 leaves them out.
-TORCH_CUDA_ARCH_LIST picks the GPU targets (default: 8.0 and 9.0).
+TORCH_CUDA_ARCH_LIST picks the GPU targets (default: 8.0 and 9.0, plus 9.0 PTX
+for newer GPUs).
 DEBUG=1 builds with -O0 -g.
 """
 
@@ -77,7 +78,8 @@ def extension():
     debug = os.environ.get("DEBUG") == "1"
     with_cuda = want_cuda()
     if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        # +PTX: newer GPUs (sm_100, ...) JIT-compile the sm_90 code.
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     # Every op's C++ (cpu.cpp, autograd.cpp, autocast.cpp ...) and CUDA (cuda.cu) files.
     sources = ["csrc/registration.cpp"] + sorted(glob.glob("csrc/*/*.cpp"))
     # -fopenmp turns at::parallel_for on (its OpenMP pragmas live in the

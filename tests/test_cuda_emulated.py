@@ -228,6 +228,13 @@ def test_linear_relu_vendor_route(cuda_ops, bias, dtype):
         assert cuda_ops.set_cuda_gemm_policy(previous) == 2
     exact = ref.linear_relu(x.double(), w.double(), None if b is None else b.double())
     assert out.shape == (3, 5, 30) and rel_error(out, exact) <= tolerance(dtype, ref.linear_relu(x, w, b), exact)
+    if bias:  # an empty reduction: relu(bias) on every row (ATen's addmm would skip the ReLU)
+        previous = cuda_ops.set_cuda_gemm_policy(2)
+        try:
+            empty = cuda_ops.linear_relu(x[..., :0], w[:, :0], b)
+        finally:
+            cuda_ops.set_cuda_gemm_policy(previous)
+        assert torch.equal(empty, torch.relu(b).expand(3, 5, 30))
     masked = grad.double() * (out.double() > 0)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     assert grad_input.shape == x.shape and rel_error(grad_input, masked @ w.double()) <= tol

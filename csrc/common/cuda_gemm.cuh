@@ -315,9 +315,10 @@ constexpr int kTcBM = 128, kTcBN = 128, kTcBK = 32, kTcPad = 8;
 constexpr int kTcThreads = 256;
 constexpr int kTcWarpM = 64, kTcWarpN = 32;  // warps arranged 2 x 4
 constexpr int kTcMI = kTcWarpM / 16, kTcNI = kTcWarpN / 8;
+static_assert(kTcBM == kTcBN, "staging maps thread chunks to A and B rows alike");
 
 template <typename T>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(kTcThreads, 2)
     gemm_tensor_core_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
   __shared__ __align__(16) T As[kTcBM][kTcBK + kTcPad];
   __shared__ __align__(16) T Bs[kTcBN][kTcBK + kTcPad];
@@ -408,7 +409,7 @@ constexpr int kTcStages = 2;
 constexpr int kTcChunks = kTcBM * kTcBK / 8 / kTcThreads;  // 16-byte copies per operand per thread per step
 
 template <typename T>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(kTcThreads, 2)
     gemm_tensor_core_async_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
   __shared__ __align__(16) T As[kTcStages][kTcBM][kTcBK + kTcPad];
   __shared__ __align__(16) T Bs[kTcStages][kTcBN][kTcBK + kTcPad];
@@ -504,6 +505,20 @@ bool async_copy_layout(const GemmArgs<T, Acc>& g) {
          (g.N == 1 || g.b.cs % kPerChunk == 0) && aligned(g.a.data) && aligned(g.b.data);
 }
 
+// Whether the tensor-core kernels run as sm_80+ code here: the device is
+// Ampere or later and the code it runs was compiled for it (a build for an
+// older virtual architecture, JIT-compiled, would reach their __trap()).
+template <typename T>
+bool tensor_cores_usable() {
+  if (at::cuda::getCurrentDeviceProperties()->major < 8) return false;
+  static const bool compiled_for_sm80 = [] {
+    cudaFuncAttributes attributes;
+    return cudaFuncGetAttributes(&attributes, gemm_tensor_core_kernel<T>) == cudaSuccess &&
+           attributes.ptxVersion >= 80;
+  }();
+  return compiled_for_sm80;
+}
+
 template <typename T>
 constexpr bool kHalfType = std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
 
@@ -529,7 +544,7 @@ void gemm(const GemmArgs<T, Acc>& g) {
         static_cast<unsigned>((g.N + kSmallWarps - 1) / kSmallWarps);
     gemm_small_m_kernel<T, Acc><<<blocks, kSmallWarps * 32, 0, stream>>>(g);
   } else if constexpr (kHalfType<T>) {
-    if (at::cuda::getCurrentDeviceProperties()->major >= 8) {
+    if (tensor_cores_usable<T>()) {
       const dim3 grid = tile_grid(g.M, g.N, kTcBM, kTcBN, &col_tiles);
       if (async_copy_layout(g)) {
         gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);

@@ -5,6 +5,8 @@
 //
 //   auto (default): the vendor for products of at least kVendorMinMacs
 //       multiply-adds, fastlayers' kernels below;
+//   the vendor follows torch.backends.cuda.matmul's settings (TF32,
+//   reduced-precision reductions), as nn.Linear does;
 //   fastlayers / vendor: always that one (benchmarks measure both this way).
 #pragma once
 
@@ -25,6 +27,9 @@ inline std::atomic<int64_t>& cuda_gemm_policy() {
 }
 
 inline bool use_vendor_gemm(int64_t m, int64_t n, int64_t k) {
+  // An empty reduction stays here: ATen's CUDA addmm then returns the bias
+  // without applying the activation.
+  if (k == 0) return false;
   switch (static_cast<CudaGemmPolicy>(cuda_gemm_policy().load(std::memory_order_relaxed))) {
     case CudaGemmPolicy::Fastlayers:
       return false;

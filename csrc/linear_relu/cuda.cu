@@ -2,14 +2,15 @@
 // common/cuda_gemm.cuh (plus a column-sum kernel when only the bias needs a
 // gradient), on the current stream under a device guard. Large products may
 // go to the vendor's GEMM instead (common/gemm_policy.h): cuBLASLt's
-// bias+ReLU epilogue forward, relu's backward mask then cuBLAS backward.
+// bias+ReLU epilogue forward, the ReLU mask then cuBLAS backward.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/_addmm_activation.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
-#include <ATen/ops/threshold_backward.h>
+#include <ATen/ops/gt.h>
+#include <ATen/ops/where.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -22,6 +23,12 @@ namespace {
 
 using cuda::strided;
 using cuda::strided_t;
+
+// The vendor route's masked gradient, with the kernels' rule: zero unless
+// output > 0 (so a NaN output passes no gradient).
+at::Tensor relu_masked(const at::Tensor& grad, const at::Tensor& output) {
+  return at::where(at::gt(output, 0), grad, 0);
+}
 
 at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias) {
@@ -64,7 +71,7 @@ at::Tensor linear_relu_backward_input_cuda(const at::Tensor& grad_output, const 
   const at::Tensor g2 = as_matrix(grad_output), o2 = as_matrix(output);
   if (use_vendor_gemm(g2.size(0), weight.size(1), weight.size(0))) {
     at::Tensor grad_input2 = grad_input.view({g2.size(0), weight.size(1)});
-    at::mm_out(grad_input2, at::threshold_backward(g2, o2, 0), weight);
+    at::mm_out(grad_input2, relu_masked(g2, o2), weight);
     return grad_input;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_input_cuda", [&] {
@@ -109,7 +116,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cuda(const at::Te
   if (!weight_grad && !bias_grad) return {grad_weight, grad_bias};
   const at::Tensor g2 = as_matrix(grad_output), o2 = as_matrix(output);
   if (weight_grad && use_vendor_gemm(N, input->size(-1), g2.size(0))) {
-    const at::Tensor masked = at::threshold_backward(g2, o2, 0);
+    const at::Tensor masked = relu_masked(g2, o2);
     at::mm_out(grad_weight, masked.t(), as_matrix(*input));
     if (bias_grad) at::sum_out(grad_bias, masked, 0);
     return {grad_weight, grad_bias};
