@@ -9,8 +9,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
-#include <ATen/ops/gt.h>
-#include <ATen/ops/where.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -24,10 +22,31 @@ namespace {
 using cuda::strided;
 using cuda::strided_t;
 
+// masked[m, n] = grad(m, n) if output(m, n) > 0 else 0, into a contiguous
+// [M, N]: one pass, inputs read through their strides.
+template <typename T>
+__global__ void relu_mask_kernel(cuda::StridedMatrix<T> grad, cuda::StridedMatrix<T> output, int64_t n, int64_t total,
+                                 T* masked) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t r = i / n, c = i % n;
+  masked[i] = cuda::relu_mask_on(output(r, c)) ? grad(r, c) : T(0);
+}
+
 // The vendor route's masked gradient, with the kernels' rule: zero unless
-// output > 0 (so a NaN output passes no gradient).
+// output > 0 (so a NaN output passes no gradient, as in the kernels).
 at::Tensor relu_masked(const at::Tensor& grad, const at::Tensor& output) {
-  return at::where(at::gt(output, 0), grad, 0);
+  at::Tensor masked = at::empty(output.sizes(), output.options());
+  const int64_t total = masked.numel();
+  if (total == 0) return masked;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "relu_mask_cuda", [&] {
+    const int threads = 256;
+    relu_mask_kernel<scalar_t><<<static_cast<unsigned>((total + threads - 1) / threads), threads, 0,
+                                 c10::cuda::getCurrentCUDAStream()>>>(
+        strided<scalar_t>(grad), strided<scalar_t>(output), output.size(1), total, masked.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return masked;
 }
 
 at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
