@@ -317,6 +317,51 @@ constexpr int kTcWarpM = 64, kTcWarpN = 32;  // warps arranged 2 x 4
 constexpr int kTcMI = kTcWarpM / 16, kTcNI = kTcWarpN / 8;
 static_assert(kTcBM == kTcBN, "staging maps thread chunks to A and B rows alike");
 
+// Outputs (i, j) and (i, j + 1), j even, as one store of two elements when
+// both exist and the pair is aligned; else one by one.
+template <typename T>
+struct alignas(2 * sizeof(T)) Pair {
+  T v[2];
+};
+
+template <typename T>
+__device__ __forceinline__ void store_c_pair(const GemmArgs<T, float>& g, int64_t i, int64_t j, float v0, float v1) {
+  if (i >= g.M) return;
+  T* dst = g.c + i * g.ldc + j;
+  if (j + 1 < g.N && reinterpret_cast<uintptr_t>(dst) % sizeof(Pair<T>) == 0) {
+    if (g.bias) {
+      v0 += static_cast<float>(g.bias[j * g.bias_stride]);
+      v1 += static_cast<float>(g.bias[(j + 1) * g.bias_stride]);
+    }
+    if (g.relu) {  // NaN passes, as in torch.relu
+      if (v0 < 0.f) v0 = 0.f;
+      if (v1 < 0.f) v1 = 0.f;
+    }
+    Pair<T> p;
+    p.v[0] = static_cast<T>(v0), p.v[1] = static_cast<T>(v1);
+    *reinterpret_cast<Pair<T>*>(dst) = p;
+  } else {
+    store_c(g, i, j, v0);
+    store_c(g, i, j + 1, v1);
+  }
+}
+
+// The tensor-core kernels' epilogue: one warp's 64x32 outputs from row i0 and
+// column j0; lane holds columns 2(lane%4), +1 of rows lane/4 and lane/4 + 8
+// of each 16x8 tile.
+template <typename T>
+__device__ __forceinline__ void store_mma_tile(const GemmArgs<T, float>& g, int64_t i0, int64_t j0, int lane,
+                                               const float (&acc)[kTcMI][kTcNI][4]) {
+#pragma unroll
+  for (int mi = 0; mi < kTcMI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < kTcNI; ++ni)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+        store_c_pair(g, i0 + mi * 16 + lane / 4 + 8 * half, j0 + ni * 8 + 2 * (lane % 4), acc[mi][ni][2 * half],
+                     acc[mi][ni][2 * half + 1]);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kTcThreads, 2)
     gemm_tensor_core_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
@@ -387,16 +432,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     }
 
     if (want_sums && tid < kTcBM && i0 + tid < g.M) g.row_sums[i0 + tid] = static_cast<T>(row_sum);
-#pragma unroll
-    for (int mi = 0; mi < kTcMI; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < kTcNI; ++ni)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t i = i0 + wm * kTcWarpM + mi * 16 + lane / 4 + 8 * (e / 2);
-          const int64_t j = j0 + wn * kTcWarpN + ni * 8 + 2 * (lane % 4) + e % 2;
-          store_c(g, i, j, acc[mi][ni][e]);
-        }
+    store_mma_tile(g, i0 + wm * kTcWarpM, j0 + wn * kTcWarpN, lane, acc);
   }
 }
 
@@ -482,16 +518,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     }
 
     if (want_sums && tid < kTcBM && i0 + tid < g.M) g.row_sums[i0 + tid] = static_cast<T>(row_sum);
-#pragma unroll
-    for (int mi = 0; mi < kTcMI; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < kTcNI; ++ni)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t i = i0 + wm * kTcWarpM + mi * 16 + lane / 4 + 8 * (e / 2);
-          const int64_t j = j0 + wn * kTcWarpN + ni * 8 + 2 * (lane % 4) + e % 2;
-          store_c(g, i, j, acc[mi][ni][e]);
-        }
+    store_mma_tile(g, i0 + wm * kTcWarpM, j0 + wn * kTcWarpN, lane, acc);
   }
 }
 
