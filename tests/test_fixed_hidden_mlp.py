@@ -211,14 +211,15 @@ def test_torch_compile_fullgraph(device):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_graph_capture_and_replay():
-    m = FixedHiddenMLP().cuda()
-    x = torch.rand(64, 20, device="cuda")
+@pytest.mark.parametrize("rows,features", [(64, 20), (300, 128)])  # the single-block and the multi-kernel path
+def test_cuda_graph_capture_and_replay(rows, features):
+    m = FixedHiddenMLP(features).cuda()
+    x = torch.rand(rows, features, device="cuda")
     m(x)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = m(x)
-    x.copy_(torch.rand(64, 20, device="cuda") * 10)
+    x.copy_(torch.rand(rows, features, device="cuda") * 10)
     graph.replay()
     expected = ref.fixed_hidden_mlp(x, m.linear.weight, m.linear.bias, m.rand_weight)
     assert rel_error(out, expected) <= 1e-5
