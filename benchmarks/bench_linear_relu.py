@@ -83,6 +83,8 @@ def bench_shape(m, k, n, dtype, device, compile_too):
         metric = " gpu" if f"fastlayers gpu" in row and big else " wall"
         base = [v for key, v in row.items() if key.endswith(metric) and key.split(" ")[0] not in ("fastlayers", "own")]
         row["speedup vs best"] = min(base) / row["fastlayers" + metric] if base else None
+        if "own kernel gpu" in row and "cublaslt gpu" in row:  # GOALS: the hand-written kernel alone
+            row["own vs cublaslt"] = row["cublaslt gpu"] / row["own kernel gpu"]
     return [row_fwd, row_bwd]
 
 

@@ -62,7 +62,7 @@ def fmt_table(rows, columns):
 
 
 # Ratio columns: printed last, with two decimals.
-RATIO_COLUMNS = ("of bw limit", "vs eager", "speedup vs best")
+RATIO_COLUMNS = ("of bw limit", "vs eager", "own vs cublaslt", "speedup vs best")
 
 
 def environment(device):
