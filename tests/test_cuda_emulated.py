@@ -77,6 +77,7 @@ def _nan_filled_empty():
 def test_emulator_rejects_what_the_hardware_leaves_undefined_or_refuses(cuda_ops, case, error):
     assert cuda_ops.emulator_self_test("block_sum") == sum(range(64))  # rule-abiding kernels still run
     assert cuda_ops.emulator_self_test("warp_sum") == sum(range(32))
+    assert cuda_ops.emulator_self_test("shared_read_before_write") == -1  # shared memory starts as garbage
     with pytest.raises(RuntimeError, match=error):
         cuda_ops.emulator_self_test(case)
 

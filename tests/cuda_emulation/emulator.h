@@ -48,8 +48,14 @@
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 // Blocks run one at a time, so a function-local static is exactly one copy
-// per block, shared by its threads.
-#define __shared__ static
+// per block, shared by its threads. All of them live in one section, which
+// each block start fills with 0xff bytes (NaN as floats): shared memory read
+// before it is written shows.
+#define __shared__ static __attribute__((section("fastlayers_emu_shared")))
+extern "C" {
+extern unsigned char __start_fastlayers_emu_shared[] __attribute__((weak));
+extern unsigned char __stop_fastlayers_emu_shared[] __attribute__((weak));
+}
 
 struct dim3 {
   unsigned x, y, z;
@@ -267,6 +273,8 @@ void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) 
       for (unsigned x = 0; x < g.x; ++x) {
         blockIdx = uint3{x, y, z};
         ++block_serial;
+        if (__start_fastlayers_emu_shared != nullptr)
+          std::memset(__start_fastlayers_emu_shared, 0xff, __stop_fastlayers_emu_shared - __start_fastlayers_emu_shared);
         blk.run(body, static_cast<unsigned>(threads));
       }
 }

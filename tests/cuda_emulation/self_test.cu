@@ -27,6 +27,11 @@ __global__ void warp_sum_kernel(int64_t* out) {  // keeps the rules
   if (threadIdx.x == 0) *out = v;
 }
 
+__global__ void shared_read_before_write_kernel(int64_t* out) {
+  __shared__ int64_t never_written;
+  if (threadIdx.x == 0) *out = never_written;  // the emulator's poison: all bits set
+}
+
 __global__ void barrier_after_exit_kernel() {
   if (threadIdx.x < 16) return;
   __syncthreads();
@@ -56,6 +61,8 @@ int64_t emulator_self_test(const std::string& name) {
     block_sum_kernel<<<1, 64>>>(result);
   } else if (name == "warp_sum") {
     warp_sum_kernel<<<1, 32>>>(result);
+  } else if (name == "shared_read_before_write") {
+    shared_read_before_write_kernel<<<1, 32>>>(result);
   } else if (name == "barrier_after_exit") {
     barrier_after_exit_kernel<<<1, 64>>>();
   } else if (name == "barrier_in_half_the_block") {
