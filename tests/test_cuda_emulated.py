@@ -14,6 +14,7 @@ import sys
 
 import pytest
 import torch
+from torch.nn import functional as TF
 
 from fastlayers import reference as ref
 
@@ -362,17 +363,26 @@ def test_fixed_hidden_mlp_non_finite(cuda_ops, m, f):
         assert rel_error(out, expected) <= 1e-6
 
 
+# The single-block backward: 2x20 (float64 and below), 64x20 (float32 and
+# below); the multi-kernel one: the rest.
 @pytest.mark.parametrize("m,f", [(2, 20), (64, 20), (40, 64), (3, 100)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("return_sum", [True, False])
-def test_fixed_hidden_mlp_backward(cuda_ops, m, f, return_sum):
-    dtype = torch.float64
+def test_fixed_hidden_mlp_backward(cuda_ops, m, f, dtype, return_sum):
     w, b, c = fixed_hidden_params(f, dtype, scale=3.0)
     x = randn(m, f, dtype=dtype, seed=5, scale=3.0)
     out, hidden, k = cuda_ops.fixed_hidden_mlp(x, w, b, c, return_sum)
     grad = randn(*out.shape, dtype=dtype, seed=6)
     gi, gw, gb = cuda_ops.fixed_hidden_mlp_backward(grad, x, w, c, hidden, k, return_sum)
-    xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
-    expected = ref.fixed_hidden_mlp(xr, wr, br, c, return_sum)
-    expected.backward(grad)
-    for got, want in ((gi, xr.grad), (gw, wr.grad), (gb, br.grad)):
-        assert rel_error(got, want) <= 1e-12
+    def autograd_grads(dtype):  # the chapter's block, with k and the ReLU mask of the kernel's forward
+        xd, wd, bd, cd = (t.detach().to(dtype, copy=True).requires_grad_() for t in (x, w, b, c))
+        h2 = TF.relu(TF.linear(xd, wd, bd) @ cd + 1) * (hidden > 0)
+        h3 = TF.linear(h2, wd, bd) / 2 ** int(k)
+        (h3.sum() if return_sum else h3).backward(grad.to(dtype))
+        return xd.grad, wd.grad, bd.grad
+
+    exact = autograd_grads(torch.float64)
+    eager = autograd_grads(dtype)
+    for got, same_dtype, want in zip((gi, gw, gb), eager, exact):
+        tol = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype) or 2 * rel_error(same_dtype, want) + 1e-6
+        assert got.dtype == dtype and rel_error(got, want) <= tol

@@ -7,8 +7,9 @@
 //   larger ones: three products of common/cuda_gemm.cuh, a partial-sum
 //       kernel (|h| and h, in double, fixed order), a finalize kernel that
 //       computes k, and (return_sum=False) a scale kernel.
-// Backward: five products (mask and bias-gradient row sums fused) plus a few
-// elementwise ATen calls, all on the current stream.
+// Backward: small problems in one block and one launch, like the forward;
+// larger ones as five products (mask and bias-gradient row sums fused), a
+// scale kernel and two additions, all on the current stream.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -106,6 +107,68 @@ __global__ void __launch_bounds__(kBlock)
   if (!return_sum) {
     const int e = static_cast<int>(-k_shared);
     for (int i = threadIdx.x; i < n; i += kBlock) out[i] = static_cast<T>(ldexp(static_cast<double>(hb[i]), e));
+  }
+}
+
+// The whole backward in one launch (shared memory as Acc; gradients rounded
+// to T where the multi-kernel path stores them):
+//   g3 = grad * 2^-k,  g2 = (g3 W) * (h2 > 0),  g1 = g2 C.T,
+//   grad_input = g1 W,  grad_weight = g3.T h2 + g1.T x,  grad_bias = colsum(g3 + g1).
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kBlock)
+    fused_small_backward_kernel(cuda::StridedMatrix<T> grad, cuda::StridedMatrix<T> x, cuda::StridedMatrix<T> w,
+                                cuda::StridedMatrix<T> c, cuda::StridedMatrix<T> hidden, const int64_t* halvings,
+                                int m, int f, T* grad_input, T* grad_weight, T* grad_bias) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Acc* ws = reinterpret_cast<Acc*>(smem_raw);  // [f, f]
+  Acc* cs = ws + f * f;                         // [f, f]
+  Acc* xs = cs + f * f;                         // [m, f]
+  Acc* hs = xs + m * f;                         // [m, f] h2
+  Acc* g3 = hs + m * f;                         // [m, f]
+  Acc* g2 = g3 + m * f;                         // [m, f], masked
+  Acc* g1 = g2 + m * f;                         // [m, f]
+  const int n = m * f;
+  const int e = static_cast<int>(-*halvings);
+  for (int i = threadIdx.x; i < f * f; i += kBlock) ws[i] = static_cast<Acc>(w(i / f, i % f)), cs[i] = static_cast<Acc>(c(i / f, i % f));
+  for (int i = threadIdx.x; i < n; i += kBlock) {
+    const int r = i / f, j = i % f;
+    xs[i] = static_cast<Acc>(x(r, j));
+    hs[i] = static_cast<Acc>(hidden(r, j));
+    g3[i] = static_cast<Acc>(static_cast<T>(ldexp(static_cast<double>(grad(r, j)), e)));
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += kBlock) {  // g2 = (g3 W) * (h2 > 0)
+    const int r = i / f, j = i % f;
+    Acc s = Acc(0);
+    for (int p = 0; p < f; ++p) s += g3[r * f + p] * ws[p * f + j];
+    g2[i] = hs[i] > Acc(0) ? static_cast<Acc>(static_cast<T>(s)) : Acc(0);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += kBlock) {  // g1 = g2 C.T
+    const int r = i / f, j = i % f;
+    Acc s = Acc(0);
+    for (int p = 0; p < f; ++p) s += g2[r * f + p] * cs[j * f + p];
+    g1[i] = static_cast<Acc>(static_cast<T>(s));
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += kBlock) {  // grad_input = g1 W
+    const int r = i / f, j = i % f;
+    Acc s = Acc(0);
+    for (int p = 0; p < f; ++p) s += g1[r * f + p] * ws[p * f + j];
+    grad_input[i] = static_cast<T>(s);
+  }
+  for (int q = threadIdx.x; q < f * f; q += kBlock) {  // both uses of the weight
+    const int a = q / f, b = q % f;
+    Acc s = Acc(0);
+    for (int r = 0; r < m; ++r) s += g3[r * f + a] * hs[r * f + b];
+    for (int r = 0; r < m; ++r) s += g1[r * f + a] * xs[r * f + b];
+    grad_weight[q] = static_cast<T>(s);
+  }
+  for (int j = threadIdx.x; j < f; j += kBlock) {  // both uses of the bias
+    Acc s = Acc(0);
+    for (int r = 0; r < m; ++r) s += g3[r * f + j];
+    for (int r = 0; r < m; ++r) s += g1[r * f + j];
+    grad_bias[j] = static_cast<T>(s);
   }
 }
 
@@ -227,10 +290,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
   const at::Tensor x = as_matrix(input);
   const auto opts = input.options();
   const at::Tensor grad_matrix = return_sum ? grad_output : as_matrix(grad_output);
-  at::Tensor grad3 = at::empty({m, f}, opts);
-  at::Tensor grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts), grad_input = at::empty({m, f}, opts);
-  at::Tensor grad_weight = at::empty({f, f}, opts), grad_weight2 = at::empty({f, f}, opts);
-  at::Tensor grad_bias = at::empty({f}, opts), grad_bias2 = at::empty({f}, opts);
+  at::Tensor grad_input = at::empty({m, f}, opts), grad_weight = at::empty({f, f}, opts), grad_bias = at::empty({f}, opts);
   if (m == 0 || f == 0) {
     grad_weight.zero_(), grad_bias.zero_();
     return {grad_input.view(input.sizes()), grad_weight, grad_bias};
@@ -238,6 +298,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_backward_cuda", [&] {
     using T = scalar_t;
     using Acc = at::opmath_type<T>;
+    // grad of h3 = grad_output * 2^-k (k held constant, read on the device).
+    const cuda::StridedMatrix<T> g =
+        return_sum ? cuda::StridedMatrix<T>{grad_matrix.const_data_ptr<T>(), 0, 0} : strided<T>(grad_matrix);
+    const size_t fused_bytes = static_cast<size_t>(2 * f * f + 5 * m * f) * sizeof(Acc);
+    if (fused_bytes <= kFusedSharedBytes) {
+      fused_small_backward_kernel<T, Acc><<<1, kBlock, fused_bytes, c10::cuda::getCurrentCUDAStream()>>>(
+          g, strided<T>(x), strided<T>(weight), strided<T>(rand_weight), strided<T>(hidden),
+          halvings.const_data_ptr<int64_t>(), static_cast<int>(m), static_cast<int>(f), grad_input.data_ptr<T>(),
+          grad_weight.data_ptr<T>(), grad_bias.data_ptr<T>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    at::Tensor grad3 = at::empty({m, f}, opts), grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts);
+    at::Tensor grad_weight2 = at::empty({f, f}, opts), grad_bias2 = at::empty({f}, opts);
     auto product = [&](cuda::StridedMatrix<T> a, cuda::StridedMatrix<T> mask, cuda::StridedMatrix<T> b, int64_t rows,
                        int64_t reduce, at::Tensor& c, T* row_sums) {
       cuda::GemmArgs<T, Acc> g;
@@ -246,9 +320,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       cuda::gemm(g);
     };
     const cuda::StridedMatrix<T> none;
-    // grad of h3 = grad_output * 2^-k (k held constant, read on the device).
-    const cuda::StridedMatrix<T> g =
-        return_sum ? cuda::StridedMatrix<T>{grad_matrix.const_data_ptr<T>(), 0, 0} : strided<T>(grad_matrix);
     scale_kernel<T><<<blocks_for(m * f), kBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
         g, grad3.data_ptr<T>(), m, f, halvings.const_data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -260,9 +331,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
     // first use of the linear: h1 = x W.T + b
     product(strided<T>(grad1), none, strided<T>(weight), m, f, grad_input, nullptr);
     product(strided_t<T>(grad1), none, strided<T>(x), f, m, grad_weight2, grad_bias2.data_ptr<T>());
+    grad_weight.add_(grad_weight2);
+    grad_bias.add_(grad_bias2);
   });
-  grad_weight.add_(grad_weight2);
-  grad_bias.add_(grad_bias2);
   return {grad_input.view(input.sizes()), grad_weight, grad_bias};
 }
 
