@@ -362,6 +362,31 @@ __device__ __forceinline__ void store_mma_tile(const GemmArgs<T, float>& g, int6
                      acc[mi][ni][2 * half + 1]);
 }
 
+// One 32-deep step of the tensor-core kernels: this warp's 64x32 outputs
+// accumulate the staged tiles As [m][k] and Bs [n][k].
+template <typename T>
+__device__ __forceinline__ void mma_tile_step(const T (&As)[kTcBM][kTcBK + kTcPad], const T (&Bs)[kTcBN][kTcBK + kTcPad],
+                                              int wm, int wn, int lane, float (&acc)[kTcMI][kTcNI][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kTcBK; kk += 16) {
+    uint32_t a[kTcMI][4], b[kTcNI][2];
+#pragma unroll
+    for (int mi = 0; mi < kTcMI; ++mi)
+      ldmatrix_x4(a[mi], &As[wm * kTcWarpM + mi * 16 + lane % 16][kk + (lane / 16) * 8]);
+#pragma unroll
+    for (int pair = 0; pair < kTcNI / 2; ++pair) {  // x4: two 8-column tiles, both k halves
+      uint32_t r[4];
+      ldmatrix_x4(r, &Bs[wn * kTcWarpN + pair * 16 + lane % 8 + (lane / 16) * 8][kk + ((lane / 8) % 2) * 8]);
+      b[2 * pair][0] = r[0], b[2 * pair][1] = r[1];
+      b[2 * pair + 1][0] = r[2], b[2 * pair + 1][1] = r[3];
+    }
+#pragma unroll
+    for (int mi = 0; mi < kTcMI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < kTcNI; ++ni) mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni]);
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kTcThreads, 2)
     gemm_tensor_core_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
@@ -377,13 +402,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
     const int64_t j0 = tile * kTcBN;
     const bool want_sums = g.row_sums != nullptr && tile == 0;
-    float acc[kTcMI][kTcNI][4];
-#pragma unroll
-    for (int mi = 0; mi < kTcMI; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < kTcNI; ++ni)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+    float acc[kTcMI][kTcNI][4] = {};
     float row_sum = 0.f;
 
     for (int64_t p0 = 0; p0 < g.K; p0 += kTcBK) {
@@ -410,24 +429,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 #pragma unroll
         for (int k = 0; k < kTcBK; ++k) row_sum += static_cast<float>(As[tid][k]);
       }
-#pragma unroll
-      for (int kk = 0; kk < kTcBK; kk += 16) {
-        uint32_t a[kTcMI][4], b[kTcNI][2];
-#pragma unroll
-        for (int mi = 0; mi < kTcMI; ++mi)
-          ldmatrix_x4(a[mi], &As[wm * kTcWarpM + mi * 16 + lane % 16][kk + (lane / 16) * 8]);
-#pragma unroll
-        for (int pair = 0; pair < kTcNI / 2; ++pair) {
-          uint32_t r[4];
-          ldmatrix_x4(r, &Bs[wn * kTcWarpN + pair * 16 + lane % 8 + (lane / 16) * 8][kk + ((lane / 8) % 2) * 8]);
-          b[2 * pair][0] = r[0], b[2 * pair][1] = r[1];
-          b[2 * pair + 1][0] = r[2], b[2 * pair + 1][1] = r[3];
-        }
-#pragma unroll
-        for (int mi = 0; mi < kTcMI; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < kTcNI; ++ni) mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni]);
-      }
+      mma_tile_step(As, Bs, wm, wn, lane, acc);
       __syncthreads();
     }
 
@@ -473,13 +475,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       }
       cp_async_commit();
     };
-    float acc[kTcMI][kTcNI][4];
-#pragma unroll
-    for (int mi = 0; mi < kTcMI; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < kTcNI; ++ni)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
+    float acc[kTcMI][kTcNI][4] = {};
     float row_sum = 0.f;
 
     if (steps > 0) issue(0, 0);
@@ -496,24 +492,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 #pragma unroll
         for (int k = 0; k < kTcBK; ++k) row_sum += static_cast<float>(As[stage][tid][k]);
       }
-#pragma unroll
-      for (int kk = 0; kk < kTcBK; kk += 16) {
-        uint32_t a[kTcMI][4], b[kTcNI][2];
-#pragma unroll
-        for (int mi = 0; mi < kTcMI; ++mi)
-          ldmatrix_x4(a[mi], &As[stage][wm * kTcWarpM + mi * 16 + lane % 16][kk + (lane / 16) * 8]);
-#pragma unroll
-        for (int pair = 0; pair < kTcNI / 2; ++pair) {
-          uint32_t r[4];
-          ldmatrix_x4(r, &Bs[stage][wn * kTcWarpN + pair * 16 + lane % 8 + (lane / 16) * 8][kk + ((lane / 8) % 2) * 8]);
-          b[2 * pair][0] = r[0], b[2 * pair][1] = r[1];
-          b[2 * pair + 1][0] = r[2], b[2 * pair + 1][1] = r[3];
-        }
-#pragma unroll
-        for (int mi = 0; mi < kTcMI; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < kTcNI; ++ni) mma_m16n8k16<T>(acc[mi][ni], a[mi], b[ni]);
-      }
+      mma_tile_step(As[stage], Bs[stage], wm, wn, lane, acc);
       __syncthreads();  // this stage is refilled by the next step's copies
     }
 

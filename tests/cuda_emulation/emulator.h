@@ -150,10 +150,8 @@ class Block {
  private:
   static void entry();
 
-  // Releases whichever barrier every thread it concerns has reached;
-  // returns whether any was released.
-  bool release_barriers() {
-    bool released = false;
+  // Releases whichever barriers every thread they concern has reached.
+  void release_barriers() {
     for (unsigned w = 0; w * 32 < threads_; ++w) {
       const unsigned lo = w * 32, hi = std::min(threads_, lo + 32);
       bool any = false, all = true, exited = false;
@@ -167,7 +165,6 @@ class Block {
                                  " of block " + block_name() + " after some of its lanes exited");
       if (all) {
         for (unsigned t = lo; t < hi; ++t) state_[t] = State::Ready;
-        released = true;
       }
     }
     bool all_at_barrier = true, any_at_barrier = false, any_done = false;
@@ -181,9 +178,7 @@ class Block {
         throw std::runtime_error("CUDA emulation: __syncthreads() in block " + block_name() +
                                  " after some of its threads exited");
       for (State& s : state_) s = State::Ready;
-      return true;
     }
-    return false;
   }
 
   std::string describe_deadlock() const {
