@@ -85,7 +85,13 @@ def extension():
     # -fopenmp turns at::parallel_for on (its OpenMP pragmas live in the
     # headers); libgomp itself is the one torch already loaded.
     cxx = (["-O0", "-g"] if debug else ["-O3"]) + ["-fopenmp"]
-    args = dict(extra_compile_args={"cxx": cxx})
+    # libstdc++ as the shared library torch uses, named before the compiler's
+    # own -lstdc++: a compiler that links it statically (seen: the
+    # /opt/gcc/bin/g++ a GPU machine's Python was built with) would otherwise
+    # put a second, uninitialised copy of the C++ runtime in the extension,
+    # and the first error message it formats crashes the process.
+    link = ["-l:libstdc++.so.6"] if sys.platform.startswith("linux") else []
+    args = dict(extra_compile_args={"cxx": cxx}, extra_link_args=link)
     if with_cuda:
         sources += sorted(glob.glob("csrc/*/cuda.cu"))
         args["extra_compile_args"]["nvcc"] = (["-O0", "-g", "-lineinfo"] if debug else ["-O3"]) + [

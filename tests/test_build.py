@@ -44,3 +44,19 @@ def test_import_with_a_mismatched_build_says_how_to_rebuild():
     assert result.returncode != 0
     assert "built for torch 0.0-other" in result.stderr
     assert "pip install --no-build-isolation -e ." in result.stderr
+
+
+def test_an_error_raised_in_the_extension_reaches_python():
+    """In a subprocess, so that a crash fails this one test: an extension that
+    carries its own static libstdc++ (linked by a foreign compiler) dies on the
+    first error message it formats (setup.py names the shared libstdc++)."""
+    code = (
+        "import torch, fastlayers\n"
+        "try:\n"
+        "    fastlayers.functional.center(torch.randn(3, 4), 2)\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert "fastlayers::center: dim 2 is out of range" in result.stdout
