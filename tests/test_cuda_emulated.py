@@ -262,7 +262,10 @@ CENTER_CASES = [
     ((2, 70_000), 1),  # two long rows through the partial path
     ((2, 70_001), 1),  # the same, unpacked
     ((1000,), None),  # whole tensor, one warp
-    ((7, 33, 5), 1),  # a middle dim: a thread per column
+    ((7, 33, 5), 1),  # a middle dim: one block of column tiles per outer index
+    ((17_000, 2, 4), 1),  # many narrow columns: a thread per column
+    ((5000, 40), 0),  # few long columns: rows split into chunks (partial, finalize, subtract)
+    ((300, 70), 0),  # chunks, the last tile of columns partial
     ((4, 6, 10), (0, 2)),  # non-adjacent dims (permuted copy)
     ((), None),
     ((0, 5), 1),

@@ -10,9 +10,15 @@
 //       finalize kernel, a subtract kernel (3 launches; the second read of a
 //       tensor that fits in L2 comes from L2). Small ones: one block, one launch.
 //   other groups of contiguous elements: one block per group.
-//   inner > 1: one thread per (outer, inner) column, rows read in order.
+//   inner > 1: tiles of 32 columns, the rows split among a block's warps
+//       and, when the tiles are too few to fill the GPU, among blocks
+//       (partial sums, finalize, subtract); narrow columns (inner < 32) that
+//       are many enough: one thread per column, rows read in order.
 // Groups that start on 16-byte boundaries are read and written 16 bytes at a
 // time (V = 16 / sizeof(T) elements), the rest one element at a time.
+#include <algorithm>
+#include <limits>
+
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
@@ -186,10 +192,11 @@ __global__ void __launch_bounds__(kBlock) subtract_offset_kernel(const T* x, T* 
                     offset[o]);
 }
 
-// One thread per (outer, inner) column: consecutive threads read
-// consecutive inner elements of each row.
+// One thread per (outer, inner) column, rows read in order: for narrow
+// columns (inner < 32) when there are enough of them to fill the GPU.
 template <typename T>
-__global__ void __launch_bounds__(kBlock) center_columns_kernel(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner) {
+__global__ void __launch_bounds__(kBlock) center_column_per_thread_kernel(const T* x, T* y, int64_t outer, int64_t reduce,
+                                                                          int64_t inner) {
   using A = Acc<T>;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
   if (t >= outer * inner) return;
@@ -201,6 +208,128 @@ __global__ void __launch_bounds__(kBlock) center_columns_kernel(const T* x, T* y
   for (int64_t r = 0; r < reduce; ++r) sum += static_cast<A>(xc[r * inner]) - shift;
   const A offset = sum / static_cast<A>(reduce);
   for (int64_t r = 0; r < reduce; ++r) yc[r * inner] = static_cast<T>((static_cast<A>(xc[r * inner]) - shift) - offset);
+}
+
+// Column tiles: a block takes 32 consecutive columns of one outer index
+// (each warp reads 32 consecutive elements of a row) and splits the rows
+// among its 8 warps; blockIdx.y splits them further into chunks when the
+// tiles alone cannot fill the GPU (few, long columns).
+constexpr int kColumnTile = 32;
+constexpr int kColumnSlices = kBlock / kColumnTile;
+constexpr int64_t kColumnChunkMinRows = 64;
+
+struct ColumnTile {
+  int64_t o, col;  // this thread's column
+  int64_t base;    // offset of the column's first row
+  bool active;     // col < inner (the last tile may be partial)
+  __device__ ColumnTile(int64_t reduce, int64_t inner, int64_t col_tiles)
+      : o(blockIdx.x / col_tiles), col((blockIdx.x % col_tiles) * kColumnTile + threadIdx.x % kColumnTile) {
+    active = col < inner;
+    base = o * reduce * inner + col;
+  }
+};
+
+// Rows a thread reads before it uses them: a warp's 128-byte row segments
+// are small, so several must be in flight to keep the memory system busy.
+constexpr int kColumnUnroll = 4;
+
+// This thread's share of the sum of (x - shift) over rows [r0, r1) of its
+// column: rows r0 + slice + 8 j, kColumnUnroll independent loads at a time,
+// added in a fixed order.
+template <typename T, typename A>
+__device__ __forceinline__ A column_share(const T* xc, int64_t inner, int64_t r0, int64_t r1, A shift) {
+  A sums[kColumnUnroll] = {};
+  int64_t r = r0 + threadIdx.x / kColumnTile;
+  for (; r + (kColumnUnroll - 1) * kColumnSlices < r1; r += kColumnUnroll * kColumnSlices) {
+    T v[kColumnUnroll];
+#pragma unroll
+    for (int u = 0; u < kColumnUnroll; ++u) v[u] = xc[(r + u * kColumnSlices) * inner];
+#pragma unroll
+    for (int u = 0; u < kColumnUnroll; ++u) sums[u] += static_cast<A>(v[u]) - shift;
+  }
+  for (; r < r1; r += kColumnSlices) sums[0] += static_cast<A>(xc[r * inner]) - shift;
+  A sum = A(0);
+#pragma unroll
+  for (int u = 0; u < kColumnUnroll; ++u) sum += sums[u];
+  return sum;
+}
+
+// The 8 row slices' shares of each column added in a fixed order; every
+// thread of the column gets the total.
+template <typename A>
+__device__ A column_total(A share) {
+  __shared__ A shares[kColumnSlices][kColumnTile];
+  shares[threadIdx.x / kColumnTile][threadIdx.x % kColumnTile] = share;
+  __syncthreads();
+  A total = A(0);
+#pragma unroll
+  for (int s = 0; s < kColumnSlices; ++s) total += shares[s][threadIdx.x % kColumnTile];
+  __syncthreads();  // the slots may be reused by a next call
+  return total;
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void column_store(const T* xc, T* yc, int64_t inner, int64_t r0, int64_t r1, A shift, A offset) {
+  int64_t r = r0 + threadIdx.x / kColumnTile;
+  for (; r + (kColumnUnroll - 1) * kColumnSlices < r1; r += kColumnUnroll * kColumnSlices) {
+    T v[kColumnUnroll];
+#pragma unroll
+    for (int u = 0; u < kColumnUnroll; ++u) v[u] = xc[(r + u * kColumnSlices) * inner];
+#pragma unroll
+    for (int u = 0; u < kColumnUnroll; ++u)
+      yc[(r + u * kColumnSlices) * inner] = static_cast<T>((static_cast<A>(v[u]) - shift) - offset);
+  }
+  for (; r < r1; r += kColumnSlices) yc[r * inner] = static_cast<T>((static_cast<A>(xc[r * inner]) - shift) - offset);
+}
+
+// The whole column in one block: sum, then subtract (the second read of a
+// tile mostly comes from L2).
+template <typename T>
+__global__ void __launch_bounds__(kBlock) center_column_tiles_kernel(const T* x, T* y, int64_t reduce, int64_t inner,
+                                                                     int64_t col_tiles) {
+  using A = Acc<T>;
+  const ColumnTile c(reduce, inner, col_tiles);
+  const A shift = c.active ? static_cast<A>(x[c.base]) : A(0);
+  const A share = c.active ? column_share(x + c.base, inner, 0, reduce, shift) : A(0);
+  const A offset = column_total(share) / static_cast<A>(reduce);
+  if (c.active) column_store(x + c.base, y + c.base, inner, 0, reduce, shift, offset);
+}
+
+// partial[(o * chunks + chunk) * inner + col]: chunk blockIdx.y of a column.
+template <typename T>
+__global__ void __launch_bounds__(kBlock) column_partial_sums_kernel(const T* x, int64_t reduce, int64_t inner,
+                                                                     int64_t col_tiles, int64_t rows_per_chunk,
+                                                                     Acc<T>* partial) {
+  using A = Acc<T>;
+  const ColumnTile c(reduce, inner, col_tiles);
+  const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = std::min(reduce, r0 + rows_per_chunk);
+  const A share = c.active ? column_share(x + c.base, inner, r0, r1, static_cast<A>(x[c.base])) : A(0);
+  const A total = column_total(share);
+  if (c.active && threadIdx.x < kColumnTile) partial[(c.o * gridDim.y + blockIdx.y) * inner + c.col] = total;
+}
+
+// offset[o * inner + col] = the column's partials added in a fixed order / reduce.
+template <typename T>
+__global__ void __launch_bounds__(kBlock) column_finalize_kernel(int64_t outer, int64_t reduce, int64_t inner,
+                                                                 int64_t chunks, const Acc<T>* partial, Acc<T>* offset) {
+  using A = Acc<T>;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
+  if (t >= outer * inner) return;
+  const int64_t o = t / inner, col = t % inner;
+  A sum = A(0);
+  for (int64_t k = 0; k < chunks; ++k) sum += partial[(o * chunks + k) * inner + col];
+  offset[t] = sum / static_cast<A>(reduce);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) column_subtract_kernel(const T* x, T* y, int64_t reduce, int64_t inner,
+                                                                 int64_t col_tiles, int64_t rows_per_chunk,
+                                                                 const Acc<T>* offset) {
+  using A = Acc<T>;
+  const ColumnTile c(reduce, inner, col_tiles);
+  if (!c.active) return;
+  const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = std::min(reduce, r0 + rows_per_chunk);
+  column_store(x + c.base, y + c.base, inner, r0, r1, static_cast<Acc<T>>(x[c.base]), offset[c.o * inner + c.col]);
 }
 
 unsigned blocks_for(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
@@ -233,6 +362,41 @@ void launch_long_groups(const T* x, T* y, int64_t outer, int64_t reduce, bool pa
   }
 }
 
+// Centering along a middle or leading dim (inner > 1).
+template <typename T>
+void launch_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner, const at::TensorOptions& options,
+                    cudaStream_t stream) {
+  using A = Acc<T>;
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  if (inner < kColumnTile && outer * inner >= 2 * sms * kBlock) {
+    center_column_per_thread_kernel<T><<<blocks_for(outer * inner, kBlock), kBlock, 0, stream>>>(x, y, outer, reduce, inner);
+    return;
+  }
+  const int64_t col_tiles = (inner + kColumnTile - 1) / kColumnTile;
+  const int64_t tiles = outer * col_tiles;
+  TORCH_CHECK(tiles <= std::numeric_limits<int>::max(), kCenter, ": too many columns (", outer * inner, ") for one launch");
+  int64_t chunks = 1;
+  if (tiles < 2 * sms) {  // few tiles: split the rows too, aiming at 8 blocks per SM
+    chunks = std::min({(8 * sms + tiles - 1) / tiles, (reduce + kColumnChunkMinRows - 1) / kColumnChunkMinRows, int64_t(65535)});
+  }
+  if (chunks <= 1) {
+    center_column_tiles_kernel<T><<<static_cast<unsigned>(tiles), kBlock, 0, stream>>>(x, y, reduce, inner, col_tiles);
+    return;
+  }
+  const int64_t rows_per_chunk = (reduce + chunks - 1) / chunks;
+  chunks = (reduce + rows_per_chunk - 1) / rows_per_chunk;
+  at::Tensor scratch = at::empty({outer * inner * (chunks + 1)}, options.dtype(c10::CppTypeToScalarType<A>::value));
+  A* partial = scratch.data_ptr<A>();
+  A* offset = partial + outer * inner * chunks;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks));
+  column_partial_sums_kernel<T><<<grid, kBlock, 0, stream>>>(x, reduce, inner, col_tiles, rows_per_chunk, partial);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  column_finalize_kernel<T><<<blocks_for(outer * inner, kBlock), kBlock, 0, stream>>>(outer, reduce, inner, chunks, partial,
+                                                                                   offset);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  column_subtract_kernel<T><<<grid, kBlock, 0, stream>>>(x, y, reduce, inner, col_tiles, rows_per_chunk, offset);
+}
+
 at::Tensor center_cuda(const at::Tensor& input, at::OptionalIntArrayRef dim) {
   const std::vector<int64_t> dims = center_dims(input, dim);
   const c10::cuda::CUDAGuard guard(input.device());
@@ -250,7 +414,7 @@ at::Tensor center_cuda(const at::Tensor& input, at::OptionalIntArrayRef dim) {
     const bool packed = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 &&
                         (reduce % kV == 0 || outer == 1);
     if (inner > 1) {
-      center_columns_kernel<scalar_t><<<blocks_for(outer * inner, kBlock), kBlock, 0, stream>>>(x, y, outer, reduce, inner);
+      launch_columns<scalar_t>(x, y, outer, reduce, inner, l.x.options(), stream);
     } else if (reduce <= kWarpRowMax) {
       const unsigned blocks = blocks_for(outer, kBlock / 32);
       if (packed && reduce % kV == 0) {
