@@ -72,6 +72,9 @@ def bench_shape(m, k, n, dtype, device, compile_too):
             if device == "cuda":
                 row_fwd[f"{name} gpu"] = gpu_us(calls, repeats=gpu_repeats)
 
+        if name == "cublaslt":  # forward-only anchor: torch 2.11 has no derivative for _addmm_activation
+            continue
+
         def step(f=f, a=bwd_sets[0], g=grads[0]):
             f(*a).backward(g)
 
