@@ -370,6 +370,32 @@ def test_fixed_hidden_mlp_non_finite(cuda_ops, m, f):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("return_sum", [True, False])
 def test_fixed_hidden_mlp_backward(cuda_ops, m, f, dtype, return_sum):
+    check_fixed_hidden_backward(cuda_ops, m, f, dtype, return_sum)
+
+
+@pytest.mark.parametrize("m,f", [(40, 64), (130, 70)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("return_sum", [True, False])
+def test_fixed_hidden_mlp_vendor_route(cuda_ops, m, f, dtype, return_sum):
+    """The multi-kernel path with its products on the vendor route (ATen's
+    CPU kernels stand in for cuBLAS here), forward and backward."""
+    previous = cuda_ops.set_cuda_gemm_policy(2)
+    try:
+        w, b, c = fixed_hidden_params(f, dtype, scale=3.0)
+        x = randn(m, f, dtype=dtype, seed=5, scale=3.0)
+        if dtype == torch.bfloat16:
+            check_half_precision(cuda_ops.fixed_hidden_mlp, x, w, b, c, return_sum)
+        else:
+            out, _, k = cuda_ops.fixed_hidden_mlp(x, w, b, c, return_sum)
+            exact, exact_k = ref.fixed_hidden_mlp(x.double(), w.double(), b.double(), c.double(), return_sum,
+                                                  return_halvings=True)
+            assert int(k) == exact_k and rel_error(out, exact) <= (1e-12 if dtype == torch.float64 else 1e-5)
+        check_fixed_hidden_backward(cuda_ops, m, f, dtype, return_sum)
+    finally:
+        assert cuda_ops.set_cuda_gemm_policy(previous) == 2
+
+
+def check_fixed_hidden_backward(cuda_ops, m, f, dtype, return_sum):
     w, b, c = fixed_hidden_params(f, dtype, scale=3.0)
     x = randn(m, f, dtype=dtype, seed=5, scale=3.0)
     out, hidden, k = cuda_ops.fixed_hidden_mlp(x, w, b, c, return_sum)

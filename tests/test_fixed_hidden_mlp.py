@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as TF
 
-from fastlayers import FixedHiddenMLP
+from fastlayers import FixedHiddenMLP, backends
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 
@@ -208,6 +208,34 @@ def test_torch_compile_fullgraph(device):
     x = torch.rand(2, 20, device=device)
     compiled = torch.compile(m, fullgraph=True)
     assert rel_error(compiled(x), m(x)) <= 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("policy", ["fastlayers", "vendor"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("return_sum", [True, False])
+def test_cuda_multi_kernel_path_on_both_gemm_routes(policy, dtype, return_sum):
+    """(300, 128) is past the single-launch kernels: its products are
+    fastlayers' or the vendor's (common/gemm_policy.h); both against float64,
+    forward and backward."""
+    w, b, c = params(128, dtype, "cuda", scale=3.0)
+    x = inputs((300, 128), dtype, "cuda", scale=3.0)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    with backends.cuda_gemm(policy):
+        if dtype == torch.bfloat16:
+            check_half_precision(OPS.fixed_hidden_mlp, x, w, b, c, return_sum)
+        out, k = FL.fixed_hidden_mlp(*leaves, c, return_sum, return_halvings=True)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+    exact_leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    exact, exact_k = ref.fixed_hidden_mlp(*exact_leaves, c.double(), return_sum, return_halvings=True)
+    assert int(k) == exact_k
+    exact.backward(grad.double())
+    if dtype == torch.float32:
+        assert rel_error(out, exact) <= 1e-5
+    tol = 1e-4 if dtype == torch.float32 else 8e-2  # bfloat16 through three products of 128 to 300 terms
+    for got, want in zip(leaves, exact_leaves):
+        assert rel_error(got.grad, want.grad) <= tol
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -4,20 +4,29 @@
 //
 //   small problems (the chapter's 2x20, 64x20): one block does everything in
 //       shared memory, a single launch;
-//   larger ones: three products of common/cuda_gemm.cuh, a partial-sum
-//       kernel (|h| and h, in double, fixed order), a finalize kernel that
-//       computes k, and (return_sum=False) a scale kernel.
+//   larger ones: three products, a partial-sum kernel (|h| and h, in
+//       double, fixed order), a finalize kernel that computes k, and
+//       (return_sum=False) a scale kernel.
 // Backward: small problems in one block and one launch, like the forward;
-// larger ones as five products (mask and bias-gradient row sums fused), a
-// scale kernel and two additions, all on the current stream.
+// larger ones as a scale kernel, five products and the additions of the two
+// uses of the weight, all on the current stream.
+// The products of the larger problems are common/cuda_gemm.cuh's (mask and
+// bias-gradient row sums fused) or, per common/gemm_policy.h, the vendor's
+// through ATen (the bias+ReLU epilogue forward).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/ops/_addmm_activation.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/threshold_backward.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "../common/cuda_gemm.cuh"
+#include "../common/gemm_policy.h"
 #include "../common/shapes.h"
 #include "fixed_hidden.h"
 
@@ -245,22 +254,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
       return;
     }
     at::Tensor h = return_sum ? at::empty({m, f}, opts) : out;  // h1, then h3
-    const at::Tensor one = at::ones({1}, opts);
-    cuda::GemmArgs<T, Acc> g;
-    g.M = m, g.N = f, g.K = f;
-    g.ldc = f;
-    // h1 = x W.T + b
-    g.a = strided<T>(x), g.b = strided_t<T>(weight), g.c = h.data_ptr<T>();
-    g.bias = bias.const_data_ptr<T>(), g.bias_stride = bias.stride(0);
-    cuda::gemm(g);
-    // h2 = relu(h1 C + 1)
-    g.a = strided<T>(h), g.b = strided<T>(rand_weight), g.c = hidden.data_ptr<T>();
-    g.bias = one.const_data_ptr<T>(), g.bias_stride = 0, g.relu = true;
-    cuda::gemm(g);
-    // h3 = h2 W.T + b
-    g.a = strided<T>(hidden), g.b = strided_t<T>(weight), g.c = h.data_ptr<T>();
-    g.bias = bias.const_data_ptr<T>(), g.bias_stride = bias.stride(0), g.relu = false;
-    cuda::gemm(g);
+    if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), m, f, f)) {
+      at::addmm_out(h, bias, x, weight.t());                                      // h1 = x W.T + b
+      at::_addmm_activation_out(hidden, at::ones({f}, opts), h, rand_weight);  // h2 = relu(h1 C + 1)
+      at::addmm_out(h, bias, hidden, weight.t());                                 // h3 = h2 W.T + b
+    } else {
+      const at::Tensor one = at::ones({1}, opts);  // the "+ 1": a bias of stride 0
+      cuda::GemmArgs<T, Acc> g;
+      g.M = m, g.N = f, g.K = f;
+      g.ldc = f;
+      // h1 = x W.T + b
+      g.a = strided<T>(x), g.b = strided_t<T>(weight), g.c = h.data_ptr<T>();
+      g.bias = bias.const_data_ptr<T>(), g.bias_stride = bias.stride(0);
+      cuda::gemm(g);
+      // h2 = relu(h1 C + 1)
+      g.a = strided<T>(h), g.b = strided<T>(rand_weight), g.c = hidden.data_ptr<T>();
+      g.bias = one.const_data_ptr<T>(), g.bias_stride = 0, g.relu = true;
+      cuda::gemm(g);
+      // h3 = h2 W.T + b
+      g.a = strided<T>(hidden), g.b = strided_t<T>(weight), g.c = h.data_ptr<T>();
+      g.bias = bias.const_data_ptr<T>(), g.bias_stride = bias.stride(0), g.relu = false;
+      cuda::gemm(g);
+    }
     const int64_t chunks = std::max<int64_t>(1, (n + kSumChunk - 1) / kSumChunk);
     at::Tensor partial = at::empty({2 * chunks}, opts.dtype(at::kDouble));
     partial_sums_kernel<T><<<static_cast<unsigned>(chunks), kBlock, 0, stream>>>(h.const_data_ptr<T>(), n,
@@ -311,6 +326,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       return;
     }
     at::Tensor grad3 = at::empty({m, f}, opts), grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts);
+    scale_kernel<T><<<blocks_for(m * f), kBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        g, grad3.data_ptr<T>(), m, f, halvings.const_data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (use_vendor_gemm(GemmPass::Backward, input.scalar_type(), m, f, f)) {
+      at::mm_out(grad2, grad3, weight);  // second use of the linear
+      at::mm_out(grad_weight, grad3.t(), hidden);
+      at::sum_out(grad_bias, grad3, 0);
+      at::mm_out(grad1, at::threshold_backward(grad2, hidden, 0), rand_weight.t());  // mask from h2, through C.T
+      at::mm_out(grad_input, grad1, weight);  // first use
+      grad_weight.addmm_(grad1.t(), x);
+      grad_bias.add_(at::sum(grad1, 0));
+      return;
+    }
     at::Tensor grad_weight2 = at::empty({f, f}, opts), grad_bias2 = at::empty({f}, opts);
     auto product = [&](cuda::StridedMatrix<T> a, cuda::StridedMatrix<T> mask, cuda::StridedMatrix<T> b, int64_t rows,
                        int64_t reduce, at::Tensor& c, T* row_sums) {
@@ -320,9 +348,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       cuda::gemm(g);
     };
     const cuda::StridedMatrix<T> none;
-    scale_kernel<T><<<blocks_for(m * f), kBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        g, grad3.data_ptr<T>(), m, f, halvings.const_data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     // second use of the linear: h3 = h2 W.T + b
     product(strided<T>(grad3), none, strided<T>(weight), m, f, grad2, nullptr);
     product(strided_t<T>(grad3), none, strided<T>(hidden), f, m, grad_weight, grad_bias.data_ptr<T>());

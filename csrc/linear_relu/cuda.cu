@@ -2,13 +2,14 @@
 // common/cuda_gemm.cuh (plus a column-sum kernel when only the bias needs a
 // gradient), on the current stream under a device guard. Large products may
 // go to the vendor's GEMM instead (common/gemm_policy.h): cuBLASLt's
-// bias+ReLU epilogue forward, the ReLU mask then cuBLAS backward.
+// bias+ReLU epilogue forward, ATen's ReLU mask then cuBLAS backward.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/_addmm_activation.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
+#include <ATen/ops/threshold_backward.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -22,32 +23,9 @@ namespace {
 using cuda::strided;
 using cuda::strided_t;
 
-// masked[m, n] = grad(m, n) if output(m, n) > 0 else 0, into a contiguous
-// [M, N]: one pass, inputs read through their strides.
-template <typename T>
-__global__ void relu_mask_kernel(cuda::StridedMatrix<T> grad, cuda::StridedMatrix<T> output, int64_t n, int64_t total,
-                                 T* masked) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int64_t r = i / n, c = i % n;
-  masked[i] = cuda::relu_mask_on(output(r, c)) ? grad(r, c) : T(0);
-}
-
-// The vendor route's masked gradient, with the kernels' rule: zero unless
-// output > 0 (so a NaN output passes no gradient, as in the kernels).
-at::Tensor relu_masked(const at::Tensor& grad, const at::Tensor& output) {
-  at::Tensor masked = at::empty(output.sizes(), output.options());
-  const int64_t total = masked.numel();
-  if (total == 0) return masked;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "relu_mask_cuda", [&] {
-    const int threads = 256;
-    relu_mask_kernel<scalar_t><<<static_cast<unsigned>((total + threads - 1) / threads), threads, 0,
-                                 c10::cuda::getCurrentCUDAStream()>>>(
-        strided<scalar_t>(grad), strided<scalar_t>(output), output.size(1), total, masked.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return masked;
-}
+// The vendor route's backward: grad where output > 0, else 0 (ATen's
+// vectorised threshold_backward, the kernel eager's ReLU backward runs).
+at::Tensor relu_masked(const at::Tensor& grad, const at::Tensor& output) { return at::threshold_backward(grad, output, 0); }
 
 at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias) {
@@ -57,7 +35,7 @@ at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
   at::Tensor out = at::empty(with_last_dim(input, weight.size(0)), input.options());
   if (out.numel() == 0) return out;
   const at::Tensor x = as_matrix(input);
-  if (use_vendor_gemm(x.size(0), weight.size(0), weight.size(1))) {
+  if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), x.size(0), weight.size(0), weight.size(1))) {
     at::Tensor out2 = out.view({x.size(0), weight.size(0)});
     if (has_bias) {
       at::_addmm_activation_out(out2, *bias, x, weight.t());
@@ -88,7 +66,7 @@ at::Tensor linear_relu_backward_input_cuda(const at::Tensor& grad_output, const 
   at::Tensor grad_input = at::empty(with_last_dim(output, weight.size(1)), output.options());
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor g2 = as_matrix(grad_output), o2 = as_matrix(output);
-  if (use_vendor_gemm(g2.size(0), weight.size(1), weight.size(0))) {
+  if (use_vendor_gemm(GemmPass::Backward, output.scalar_type(), g2.size(0), weight.size(1), weight.size(0))) {
     at::Tensor grad_input2 = grad_input.view({g2.size(0), weight.size(1)});
     at::mm_out(grad_input2, relu_masked(g2, o2), weight);
     return grad_input;
@@ -134,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cuda(const at::Te
   at::Tensor grad_bias = bias_grad ? at::empty({N}, opts) : at::empty({0}, opts);
   if (!weight_grad && !bias_grad) return {grad_weight, grad_bias};
   const at::Tensor g2 = as_matrix(grad_output), o2 = as_matrix(output);
-  if (weight_grad && use_vendor_gemm(N, input->size(-1), g2.size(0))) {
+  if (weight_grad && use_vendor_gemm(GemmPass::Backward, output.scalar_type(), N, input->size(-1), g2.size(0))) {
     const at::Tensor masked = relu_masked(g2, o2);
     at::mm_out(grad_weight, masked.t(), as_matrix(*input));
     if (bias_grad) at::sum_out(grad_bias, masked, 0);

@@ -1,0 +1,67 @@
+"""Where the auto GEMM policy (csrc/common/gemm_policy.h) should hand the
+products to the vendor: linear_relu's forward and its two backward ops, each
+forced onto fastlayers' kernels and onto the vendor's (cuBLAS/cuBLASLt
+through ATen), over a sweep of product sizes. GPU only.
+
+Wall time per call (N calls, then one synchronize): for small products the
+launch and dispatch are what a user pays, for large ones it is GPU time.
+"own ÷ vendor" > 1 means fastlayers' kernels are faster there.
+
+    python -m benchmarks.bench_gemm_crossover [--quick] [--json FILE]
+"""
+
+import sys
+
+import torch
+
+from fastlayers import backends
+from fastlayers import functional as FL
+
+from .timing import bench_main, wall_us
+
+OPS = torch.ops.fastlayers
+
+# (rows, in_features, out_features): 2^16 to 2^31 multiply-adds.
+SHAPES = [(16, 64, 64), (32, 128, 128), (64, 128, 256), (64, 256, 512), (128, 512, 512), (256, 512, 1024),
+          (512, 1024, 1024), (1024, 1024, 2048)]
+QUICK_SHAPES = [(32, 128, 128), (128, 512, 512), (512, 1024, 1024)]
+
+
+def time_policy(policy, x, w, b, g):
+    """Forward and backward (both backward ops) wall µs under one policy."""
+    with backends.cuda_gemm(policy), torch.no_grad():
+        out = FL.linear_relu(x, w, b)
+        fwd = wall_us(lambda: FL.linear_relu(x, w, b))
+        bwd = wall_us(lambda: (OPS.linear_relu_backward_input(g, out, w), OPS.linear_relu_backward_params(g, out, x, True)))
+    return fwd, bwd
+
+
+def run(device, quick=False):
+    if device != "cuda":
+        raise SystemExit("bench_gemm_crossover: the GEMM policy only exists on CUDA; run it on a GPU")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for m, k, n in QUICK_SHAPES if quick else SHAPES:
+            x = torch.randn(m, k, device=device, dtype=dtype)
+            w = torch.randn(n, k, device=device, dtype=dtype) / k**0.5
+            b = torch.randn(n, device=device, dtype=dtype)
+            g = torch.randn(m, n, device=device, dtype=dtype)
+            own_fwd, own_bwd = time_policy("fastlayers", x, w, b, g)
+            vendor_fwd, vendor_bwd = time_policy("vendor", x, w, b, g)
+            rows.append({
+                "case": f"{m}x{k}->{n} {str(dtype)[6:]}",
+                "log2 macs": round(float(torch.tensor(float(m * k * n)).log2()), 1),
+                "own fwd": own_fwd, "vendor fwd": vendor_fwd, "own bwd": own_bwd, "vendor bwd": vendor_bwd,
+                "fwd own ÷ vendor": vendor_fwd / own_fwd, "bwd own ÷ vendor": vendor_bwd / own_bwd,
+            })
+    return rows
+
+
+def main(argv=None):
+    bench_main(argv, __doc__, run, "GEMM crossover: linear_relu wall µs per call, each route forced", "three sizes")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
