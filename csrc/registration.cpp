@@ -28,7 +28,7 @@ TORCH_LIBRARY(fastlayers, m) {
   m.def(
       "linear_relu_backward_params(Tensor grad_output, Tensor output, "
       "Tensor? input, bool bias_grad) -> (Tensor, Tensor)");
-  // Which product the CUDA linear_relu ops use; see common/gemm_policy.h.
+  // Which matrix product the CUDA ops use; see common/gemm_policy.h.
   m.def("set_cuda_gemm_policy(int policy) -> int", &set_cuda_gemm_policy);
   // input - input.mean(dim, keepdim=True); dim None: every element. Its own
   // backward (centering is self-adjoint). See csrc/center/center.h.

@@ -9,10 +9,12 @@ _CUDA_GEMM_POLICIES = {"auto": 0, "fastlayers": 1, "vendor": 2}
 
 @contextlib.contextmanager
 def cuda_gemm(policy):
-    """Which matrix product the CUDA linear_relu ops use inside the block:
+    """Which matrix product the CUDA ops use inside the block (linear_relu,
+    and FixedHiddenMLP above its single-launch sizes):
 
-    - ``"auto"`` (the default): cuBLASLt (through ATen) for large products,
-      fastlayers' own kernels for the rest;
+    - ``"auto"`` (the default): cuBLAS/cuBLASLt (through ATen) for large
+      products, fastlayers' own kernels where they measured faster
+      (csrc/common/gemm_policy.h);
     - ``"fastlayers"``: always fastlayers' kernels;
     - ``"vendor"``: always cuBLASLt / cuBLAS.
 

@@ -4,6 +4,7 @@ reference: forward per dtype, gradcheck, opcheck, bad inputs, memory."""
 import pytest
 import torch
 
+from fastlayers import backends
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 
@@ -232,8 +233,6 @@ def test_cuda_graph_capture_and_replay():
 
 
 def test_cuda_gemm_policy_is_scoped_and_checked():
-    from fastlayers import backends
-
     before = OPS.set_cuda_gemm_policy(0)
     assert before == 0
     with backends.cuda_gemm("vendor"):
@@ -253,8 +252,6 @@ def test_cuda_gemm_policy_is_scoped_and_checked():
 @pytest.mark.parametrize("policy", ["fastlayers", "vendor"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_both_gemm_routes_match_the_reference(policy, dtype):
-    from fastlayers import backends
-
     x, w, b = make((3, 70, 96), 130, dtype, "cuda", requires_grad=True)
     grad = torch.randn(3, 70, 130, device="cuda", dtype=dtype)
     with backends.cuda_gemm(policy):
