@@ -1,7 +1,9 @@
 """Where the auto GEMM policy (csrc/common/gemm_policy.h) should hand the
 products to the vendor: linear_relu's forward and its two backward ops, each
 forced onto fastlayers' kernels and onto the vendor's (cuBLAS/cuBLASLt
-through ATen), over a sweep of product sizes. GPU only.
+through ATen on the GPU; oneDNN's fused linear+ReLU and MKL/oneDNN through
+ATen on the CPU), over a sweep of product sizes. On the CPU the crossover
+depends on the instruction set: the table prints the CPU and the path.
 
 Wall time per call (N calls, then one synchronize): for small products the
 launch and dispatch are what a user pays, for large ones it is GPU time.
@@ -26,11 +28,15 @@ OPS = torch.ops.fastlayers
 SHAPES = [(16, 64, 64), (32, 128, 128), (64, 128, 256), (64, 256, 512), (128, 512, 512), (256, 512, 1024),
           (512, 1024, 1024), (1024, 1024, 2048)]
 QUICK_SHAPES = [(32, 128, 128), (128, 512, 512), (512, 1024, 1024)]
+# 2^13 to 2^32 multiply-adds on the CPU.
+CPU_SHAPES = [(2, 20, 256), (16, 64, 64), (32, 128, 128), (64, 256, 256), (64, 512, 512), (256, 512, 512),
+              (256, 1024, 1024), (1024, 1024, 1024), (1024, 2048, 2048)]
 
 
 def time_policy(policy, x, w, b, g):
     """Forward and backward (both backward ops) wall µs under one policy."""
-    with backends.cuda_gemm(policy), torch.no_grad():
+    switch = backends.cuda_gemm if x.is_cuda else backends.cpu_gemm
+    with switch(policy), torch.no_grad():
         out = FL.linear_relu(x, w, b)
         fwd = wall_us(lambda: FL.linear_relu(x, w, b))
         bwd = wall_us(lambda: (OPS.linear_relu_backward_input(g, out, w), OPS.linear_relu_backward_params(g, out, x, True)))
@@ -38,13 +44,14 @@ def time_policy(policy, x, w, b, g):
 
 
 def run(device, quick=False):
-    if device != "cuda":
-        raise SystemExit("bench_gemm_crossover: the GEMM policy only exists on CUDA; run it on a GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     rows = []
+    if device == "cpu":
+        info = backends.cpu_info()
+        print(f"CPU kernels: {info['active']} (best {info['best']}; AMX: {info['amx']})", flush=True)
     for dtype in (torch.float32, torch.bfloat16):
-        for m, k, n in QUICK_SHAPES if quick else SHAPES:
+        for m, k, n in QUICK_SHAPES if quick else (SHAPES if device == "cuda" else CPU_SHAPES):
             x = torch.randn(m, k, device=device, dtype=dtype)
             w = torch.randn(n, k, device=device, dtype=dtype) / k**0.5
             b = torch.randn(n, device=device, dtype=dtype)

@@ -73,18 +73,35 @@ def fmt_table(rows, columns):
 
 
 # Ratio columns: printed last, with two decimals.
-RATIO_COLUMNS = ("of bw limit", "vs eager", "own vs cublaslt", "speedup vs best", "fwd own ÷ vendor", "bwd own ÷ vendor")
+RATIO_COLUMNS = ("of bw limit", "vs eager", "own vs cublaslt", "own vs onednn", "speedup vs best", "fwd own ÷ vendor", "bwd own ÷ vendor")
+
+
+def cpu_model():
+    """The CPU's model name (lscpu's), or the platform's words for it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def environment(device):
     import fastlayers
+    from fastlayers import backends
 
+    info = backends.cpu_info()
     return {
         "torch": torch.__version__,
         "fastlayers": "built with CUDA" if fastlayers._library.WITH_CUDA else "CPU build",
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine()),
+        "device": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
+        "cpu": cpu_model(),
+        "cpu kernels": f"{info['active']} (best {info['best']}; AMX: {info['amx']})",
+        "aten cpu capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

@@ -5,6 +5,9 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <string>
+
+#include "common/cpu_features.h"
 #include "common/gemm_policy.h"
 
 namespace {
@@ -15,6 +18,27 @@ int64_t set_cuda_gemm_policy(int64_t policy) {
   TORCH_CHECK(policy >= 0 && policy <= 2, "fastlayers::set_cuda_gemm_policy: argument 'policy' must be 0 (auto), "
               "1 (fastlayers) or 2 (vendor), got ", policy);
   return fastlayers::cuda_gemm_policy().exchange(policy);
+}
+
+int64_t set_cpu_gemm_policy(int64_t policy) {
+  TORCH_CHECK(policy >= 0 && policy <= 2, "fastlayers::set_cpu_gemm_policy: argument 'policy' must be 0 (auto), "
+              "1 (fastlayers) or 2 (vendor), got ", policy);
+  return fastlayers::cpu_gemm_policy().exchange(policy);
+}
+
+int64_t set_cpu_isa(int64_t isa) { return fastlayers::cpu::set_isa(isa); }
+
+// "key=value" lines: the CPU's instruction sets as the kernels see them.
+std::string cpu_features() {
+  using namespace fastlayers::cpu;
+  std::string s = std::string("best=") + isa_name(best_isa()) + "\ndefault=" + isa_name(default_isa()) +
+                  "\nactive=" + isa_name(active_isa()) + "\nsupported=";
+  for (int64_t i = 0; i < kIsaCount; ++i)
+    if (isa_supported(static_cast<Isa>(i))) s += std::string(i ? "," : "") + isa_name(static_cast<Isa>(i));
+  const CacheSizes& c = cache_sizes();
+  s += "\namx=" + amx_status() + "\nl1d=" + std::to_string(c.l1d) + "\nl2=" + std::to_string(c.l2) +
+       "\nl3=" + std::to_string(c.l3);
+  return s;
 }
 
 }  // namespace
@@ -30,6 +54,11 @@ TORCH_LIBRARY(fastlayers, m) {
       "Tensor? input, bool bias_grad) -> (Tensor, Tensor)");
   // Which matrix product the CUDA ops use; see common/gemm_policy.h.
   m.def("set_cuda_gemm_policy(int policy) -> int", &set_cuda_gemm_policy);
+  // The same on the CPU, and which instruction set the CPU kernels use (-1
+  // auto; see common/cpu_features.h); cpu_features() reports what was found.
+  m.def("set_cpu_gemm_policy(int policy) -> int", &set_cpu_gemm_policy);
+  m.def("set_cpu_isa(int isa) -> int", &set_cpu_isa);
+  m.def("cpu_features() -> str", &cpu_features);
   // input - input.mean(dim, keepdim=True); dim None: every element. Its own
   // backward (centering is self-adjoint). See csrc/center/center.h.
   m.def("center(Tensor input, int[]? dim=None) -> Tensor");

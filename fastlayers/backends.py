@@ -28,3 +28,60 @@ def cuda_gemm(policy):
         yield
     finally:
         torch.ops.fastlayers.set_cuda_gemm_policy(previous)
+
+
+_CPU_GEMM_POLICIES = {"auto": 0, "fastlayers": 1, "vendor": 2}
+CPU_ISAS = ("portable", "avx2", "avx512", "avx512_bf16", "amx", "amx_emulated")
+
+
+@contextlib.contextmanager
+def cpu_gemm(policy):
+    """Which matrix product the CPU linear_relu ops use inside the block:
+
+    - ``"auto"`` (the default): fastlayers' kernels, except where oneDNN/MKL
+      measured faster on this CPU's instruction set (csrc/common/gemm_policy.h);
+    - ``"fastlayers"``: always fastlayers' kernels;
+    - ``"vendor"``: always oneDNN's fused linear+ReLU
+      (``torch.ops.mkldnn._linear_pointwise``) where the installed torch has
+      it, else ``addmm`` + ``relu``; the backward through ATen's
+      ``threshold_backward``, ``mm`` and ``sum``.
+
+    Read when an op runs: set it outside compiled regions.
+    """
+    if policy not in _CPU_GEMM_POLICIES:
+        raise ValueError(f"fastlayers.backends.cpu_gemm: policy must be one of {sorted(_CPU_GEMM_POLICIES)}, got {policy!r}")
+    previous = torch.ops.fastlayers.set_cpu_gemm_policy(_CPU_GEMM_POLICIES[policy])
+    try:
+        yield
+    finally:
+        torch.ops.fastlayers.set_cpu_gemm_policy(previous)
+
+
+@contextlib.contextmanager
+def cpu_isa(name):
+    """Caps the instruction set of fastlayers' CPU kernels inside the block
+    (``"auto"``, or one of :data:`CPU_ISAS` that this CPU supports; see
+    :func:`cpu_info`). ``"amx"`` is opt-in: by default an AMX CPU runs the
+    ``avx512_bf16`` kernels. ``"amx_emulated"`` runs the AMX kernel on a
+    software tile unit (slow; for tests). The environment variable
+    ``FASTLAYERS_CPU_ISA`` sets the same at start-up, ``FASTLAYERS_CPU_AMX=0``
+    keeps fastlayers from asking the OS for the AMX tile state.
+    """
+    if name != "auto" and name not in CPU_ISAS:
+        raise ValueError(f"fastlayers.backends.cpu_isa: name must be 'auto' or one of {list(CPU_ISAS)}, got {name!r}")
+    previous = torch.ops.fastlayers.set_cpu_isa(-1 if name == "auto" else CPU_ISAS.index(name))
+    try:
+        yield
+    finally:
+        torch.ops.fastlayers.set_cpu_isa(previous)
+
+
+def cpu_info():
+    """What the CPU kernels found: ``best`` (the CPU's best instruction set),
+    ``default``, ``active``, ``supported`` (a list), ``amx`` (why AMX is or is
+    not used), and the cache sizes ``l1d``, ``l2``, ``l3`` in bytes."""
+    info = dict(line.split("=", 1) for line in torch.ops.fastlayers.cpu_features().splitlines())
+    info["supported"] = info["supported"].split(",")
+    for key in ("l1d", "l2", "l3"):
+        info[key] = int(info[key])
+    return info

@@ -3,8 +3,8 @@
 // common offset costs no accuracy: sums of (x - s) are taken in float (double
 // for double) over fixed chunks, chunks are combined in double in a fixed
 // order, and y = (x - s) - (mean - s). Results do not depend on the thread
-// count. Hot loops are compiled twice, for AVX2 and for any x86-64/other
-// CPU, and picked at run time.
+// count. Hot loops are compiled three times (AVX-512, AVX2, portable) and
+// picked at run time by cpu::active_isa().
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -12,10 +12,14 @@
 
 #include <type_traits>
 
+#include "../common/cpu_features.h"
+#include "../common/cpu_gemm.h"
 #include "center.h"
 
 namespace fastlayers {
 namespace {
+
+using cpu::maybe_parallel;
 
 template <typename T>
 using CenterAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -122,25 +126,14 @@ FASTLAYERS_CENTER_LOOPS(__attribute__((target("avx512f,avx512bw,avx512vl,prefer-
 template <typename T, typename Acc>
 Loops<T, Acc> select_loops() {
 #if defined(__x86_64__)
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                            __builtin_cpu_supports("avx512vl");
-  if (avx512) return {&avx512_shifted_sum<T, Acc>, &avx512_subtract<T, Acc>, &avx512_column_sums<T, Acc>,
+  const cpu::Isa isa = cpu::active_isa();
+  if (isa >= cpu::Isa::Avx512) return {&avx512_shifted_sum<T, Acc>, &avx512_subtract<T, Acc>, &avx512_column_sums<T, Acc>,
                       &avx512_column_subtract<T, Acc>, &avx512_rows<T, Acc>};
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) return {&avx2_shifted_sum<T, Acc>, &avx2_subtract<T, Acc>, &avx2_column_sums<T, Acc>,
+  if (isa >= cpu::Isa::Avx2) return {&avx2_shifted_sum<T, Acc>, &avx2_subtract<T, Acc>, &avx2_column_sums<T, Acc>,
                     &avx2_column_subtract<T, Acc>, &avx2_rows<T, Acc>};
 #endif
   return {&portable_shifted_sum<T, Acc>, &portable_subtract<T, Acc>, &portable_column_sums<T, Acc>,
           &portable_column_subtract<T, Acc>, &portable_rows<T, Acc>};
-}
-
-template <typename F>
-void maybe_parallel(bool serial, int64_t n, const F& f) {
-  if (serial || n <= 1) {
-    f(0, n);
-  } else {
-    at::parallel_for(0, n, 1, f);
-  }
 }
 
 // Groups of `reduce` contiguous elements (inner == 1).

@@ -18,6 +18,8 @@
 
 #include <c10/core/ScalarType.h>
 
+#include "cpu_features.h"
+
 namespace fastlayers {
 
 enum class CudaGemmPolicy : int64_t { Auto = 0, Fastlayers = 1, Vendor = 2 };
@@ -57,6 +59,68 @@ inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int
       const int64_t min_macs = !half                        ? kVendorMinMacsFloat
                                : pass == GemmPass::Forward ? kVendorMinMacsHalfForward
                                                             : kVendorMinMacsHalfBackward;
+      return m * n * k >= min_macs;
+    }
+  }
+}
+
+// The CPU side: fastlayers' kernels (common/cpu_gemm.h) or the vendor's
+// (oneDNN's fused linear+ReLU, mkldnn::_linear_pointwise, where the torch
+// build has it; MKL/oneDNN through at::addmm / at::mm otherwise). Set through
+// fastlayers::set_cpu_gemm_policy (Python: fastlayers.backends.cpu_gemm).
+// The auto policy's crossovers depend on the instruction set: they were
+// measured per rung with benchmarks/bench_gemm_crossover.py --device cpu
+// (benchmarks/results/cpu_gemm_crossover_*.txt name the CPUs).
+enum class CpuGemmPolicy : int64_t { Auto = 0, Fastlayers = 1, Vendor = 2 };
+
+inline std::atomic<int64_t>& cpu_gemm_policy() {
+  static std::atomic<int64_t> policy{static_cast<int64_t>(CpuGemmPolicy::Auto)};
+  return policy;
+}
+
+// The smallest product (multiply-adds) the auto policy sends to the vendor,
+// per dtype class and pass; kNever keeps it on fastlayers' kernels.
+struct CpuCrossover {
+  int64_t float_forward, float_backward, half_forward, half_backward;
+};
+constexpr int64_t kNever = INT64_MAX;
+
+// AVX-512 rungs: measured on a 2-core AMD EPYC (Zen 4: AVX-512 with
+// AVX512-BF16, no AMX; benchmarks/results/cpu_avx512_bf16/gemm_crossover.txt),
+// sweep steps of 2^2-2^3. fastlayers won up to the last size below each
+// constant and oneDNN/MKL from the first at or above it:
+//   float32 forward: 1.22x at 2^22, 0.98x at 2^24;  backward: 1.18x at 2^16, 0.93x at 2^19;
+//   bfloat16 forward: 2.56x at 2^19, 0.92x at 2^22;  backward: 4.4x at 2^16, 0.90x at 2^19.
+// The AMX rung uses the same table: on an Intel AMX CPU oneDNN's bfloat16
+// products run on the tile unit and were faster still (3-7x fastlayers at
+// 2^24 and up), so the vendor there from 2^21 is on the safe side.
+// AVX2 and portable: fastlayers measured 1.5-1.8x eager on an AVX2-only AMD
+// CPU in an earlier session, so no vendor route there until one is measured.
+inline CpuCrossover cpu_crossover(cpu::Isa isa) {
+  switch (isa) {
+    case cpu::Isa::Avx512:
+    case cpu::Isa::Avx512Bf16:
+    case cpu::Isa::Amx:
+    case cpu::Isa::AmxEmulated:
+      return {int64_t(1) << 23, int64_t(1) << 18, int64_t(1) << 21, int64_t(1) << 18};
+    default:
+      return {kNever, kNever, kNever, kNever};
+  }
+}
+
+inline bool use_vendor_cpu_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
+  if (k == 0) return false;  // an empty reduction is only the bias: nothing to win
+  switch (static_cast<CpuGemmPolicy>(cpu_gemm_policy().load(std::memory_order_relaxed))) {
+    case CpuGemmPolicy::Fastlayers:
+      return false;
+    case CpuGemmPolicy::Vendor:
+      return true;
+    default: {
+      if (dtype == c10::ScalarType::Double) return false;  // oneDNN has no float64 product to offer
+      const CpuCrossover c = cpu_crossover(cpu::active_isa());
+      const bool half = dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
+      const int64_t min_macs = half ? (pass == GemmPass::Forward ? c.half_forward : c.half_backward)
+                                    : (pass == GemmPass::Forward ? c.float_forward : c.float_backward);
       return m * n * k >= min_macs;
     }
   }

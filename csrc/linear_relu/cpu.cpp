@@ -1,12 +1,22 @@
 // CPU kernels of the linear_relu ops: each is one call of the packed GEMM in
 // common/cpu_gemm.h, with the ReLU mask and bias folded into its packing and
 // store. Inputs are read through their strides: no .contiguous() copies.
+// Where the auto policy (common/gemm_policy.h) measured the vendor faster on
+// this CPU's instruction set, the products go there instead
+// (common/cpu_vendor.h: oneDNN's fused forward; ATen's threshold_backward,
+// mm and sum backward).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/threshold_backward.h>
+
 #include "../common/cpu_gemm.h"
+#include "../common/cpu_vendor.h"
+#include "../common/gemm_policy.h"
 #include "linear_relu.h"
 
 namespace fastlayers {
@@ -20,6 +30,10 @@ at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
       at::empty(with_last_dim(input, weight.size(0)), input.options());
   if (out.numel() == 0) return out;
   const at::Tensor x = as_matrix(input);
+  if (use_vendor_cpu_gemm(GemmPass::Forward, input.scalar_type(), x.size(0), weight.size(0), weight.size(1))) {
+    out.view({x.size(0), weight.size(0)}).copy_(cpu::vendor_linear_relu(x, weight, bias));
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cpu", [&] {
         using Acc = at::opmath_type<scalar_t>;
@@ -44,6 +58,11 @@ at::Tensor linear_relu_backward_input_cpu(const at::Tensor& grad_output,
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor g = as_matrix(grad_output);
   const at::Tensor o = as_matrix(output);
+  if (use_vendor_cpu_gemm(GemmPass::Backward, output.scalar_type(), g.size(0), weight.size(1), weight.size(0))) {
+    at::Tensor grad_input2 = grad_input.view({g.size(0), weight.size(1)});
+    at::mm_out(grad_input2, at::threshold_backward(g, o, 0), weight);
+    return grad_input;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, output.scalar_type(),
       "linear_relu_backward_input_cpu", [&] {
@@ -72,6 +91,12 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cpu(
 
   const at::Tensor g = as_matrix(grad_output);
   const at::Tensor o = as_matrix(output);
+  if (weight_grad && use_vendor_cpu_gemm(GemmPass::Backward, output.scalar_type(), N, input->size(-1), g.size(0))) {
+    const at::Tensor masked = at::threshold_backward(g, o, 0);
+    at::mm_out(grad_weight, masked.t(), as_matrix(*input));
+    if (bias_grad) at::sum_out(grad_bias, masked, 0);
+    return {grad_weight, grad_bias};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, output.scalar_type(),
       "linear_relu_backward_params_cpu", [&] {

@@ -1,0 +1,89 @@
+// See cpu_vendor.h.
+#include "cpu_vendor.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <mutex>
+
+namespace fastlayers {
+namespace cpu {
+namespace {
+
+// Called boxed: the schema's string types differ between torch versions
+// (c10::string_view before 2.7), the boxed stack does not.
+at::Tensor call_linear_pointwise(const c10::OperatorHandle& op, const at::Tensor& x, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias) {
+  torch::jit::Stack stack;
+  stack.emplace_back(x);
+  stack.emplace_back(weight);
+  stack.emplace_back(bias.has_value() && bias->defined() ? c10::IValue(*bias) : c10::IValue());
+  stack.emplace_back(std::string("relu"));
+  stack.emplace_back(c10::List<std::optional<at::Scalar>>());
+  stack.emplace_back(std::string(""));
+  op.callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
+const std::optional<c10::OperatorHandle>& linear_pointwise_op() {
+  static const std::optional<c10::OperatorHandle> op =
+      c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  return op;
+}
+
+}  // namespace
+
+bool has_onednn_linear_pointwise(c10::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kBFloat16) return false;
+  static std::once_flag once[2];
+  static bool works[2] = {false, false};
+  const int i = dtype == at::kFloat ? 0 : 1;
+  std::call_once(once[i], [&] {
+    const auto& op = linear_pointwise_op();
+    if (!op.has_value()) return;
+    try {
+      const auto opts = at::TensorOptions().dtype(dtype);
+      const at::Tensor x = at::ones({2, 3}, opts), w = at::ones({4, 3}, opts), b = at::full({4}, -4.0, opts);
+      const at::Tensor y = call_linear_pointwise(*op, x, w, b);
+      // 3 - 4 = -1 -> relu -> 0: the call ran, and the epilogue was the ReLU.
+      works[i] = y.sizes() == at::IntArrayRef({2, 4}) && y.eq(0).all().item<bool>();
+    } catch (const std::exception&) {
+      works[i] = false;
+    }
+  });
+  return works[i];
+}
+
+// Whether every element is finite, from the exponent bits (an OR over
+// integers: vectorises, and stops at nothing).
+template <typename Bits>
+bool all_finite_bits(const Bits* p, int64_t n, Bits exponent) {
+  Bits seen = 0;
+  for (int64_t i = 0; i < n; ++i) seen |= static_cast<Bits>(((p[i] & exponent) == exponent) ? 1 : 0);
+  return seen == 0;
+}
+
+bool all_finite(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  const int64_t n = c.numel();
+  if (c.scalar_type() == at::kFloat)
+    return all_finite_bits(static_cast<const uint32_t*>(c.const_data_ptr()), n, uint32_t(0x7f800000));
+  return all_finite_bits(static_cast<const uint16_t*>(c.const_data_ptr()), n, uint16_t(0x7f80));
+}
+
+at::Tensor vendor_linear_relu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  const bool has_bias = bias.has_value() && bias->defined();
+  // oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it: a product that
+  // can hold a NaN (a non-finite operand) takes the unfused route.
+  if (has_onednn_linear_pointwise(x.scalar_type()) && all_finite(x) && all_finite(weight) &&
+      (!has_bias || all_finite(*bias))) {
+    std::optional<at::Tensor> b;
+    if (has_bias) b = bias->contiguous();
+    return call_linear_pointwise(*linear_pointwise_op(), x.contiguous(), weight.contiguous(), b);
+  }
+  at::Tensor y = has_bias ? at::addmm(*bias, x, weight.t()) : at::mm(x, weight.t());
+  return y.relu_();
+}
+
+}  // namespace cpu
+}  // namespace fastlayers

@@ -1,0 +1,195 @@
+"""The CPU GEMM's instruction-set paths, each forced in turn, and the CPU
+vendor route: forward and both gradients against float64 (float32 within
+1e-5, half precision within 2x eager's error), shapes across every block
+edge, thread-count independence, the AMX fallback, and the switches."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastlayers import backends
+from fastlayers import functional as FL
+from fastlayers import reference as ref
+
+from .conftest import rel_error
+
+INFO = backends.cpu_info()
+print(f"\nfastlayers CPU kernels: {INFO}")
+
+
+def isa_param(name):
+    reason = f"this CPU cannot run the {name} kernels (best: {INFO['best']}; AMX: {INFO['amx']})"
+    return pytest.param(name, marks=pytest.mark.skipif(name not in INFO["supported"], reason=reason), id=name)
+
+
+ISAS = [isa_param(name) for name in backends.CPU_ISAS]
+
+# (rows, in_features, out_features): a few rows (unpacked paths), one panel,
+# partial panels in both directions, and reductions longer than every KC
+# (128 to 512 on the machines seen).
+SHAPES = [(3, 20, 256), (13, 40, 33), (67, 130, 70), (97, 1030, 45)]
+
+
+def tolerance(dtype, eager_error):
+    return 1e-5 if dtype == torch.float32 else 1e-12 if dtype == torch.float64 else 2 * eager_error + 1e-6
+
+
+def check_against_float64(m, k, n, dtype, bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g, dtype=torch.float64)
+    w = torch.randn(n, k, generator=g, dtype=torch.float64) / k**0.5
+    b = torch.randn(n, generator=g, dtype=torch.float64) if bias else None
+    go = torch.randn(m, n, generator=g, dtype=torch.float64)
+    leaves64 = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
+    expected = ref.linear_relu(*leaves64, *([None] if not bias else []))
+    expected_grads = torch.autograd.grad(expected, leaves64, go)
+
+    def run(fn):
+        leaves = [t.to(dtype).requires_grad_() for t in (x, w, b) if t is not None]
+        out = fn(*leaves, *([None] if not bias else []))
+        return out, torch.autograd.grad(out, leaves, go.to(dtype))
+
+    out, grads = run(FL.linear_relu)
+    eager_out, eager_grads = run(ref.linear_relu)
+    assert out.dtype == dtype
+    assert rel_error(out, expected) <= tolerance(dtype, rel_error(eager_out, expected))
+    for got, eager, want in zip(grads, eager_grads, expected_grads):
+        assert rel_error(got, want) <= tolerance(dtype, rel_error(eager, want))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_each_isa_matches_float64(isa, dtype, m, k, n):
+    with backends.cpu_gemm("fastlayers"), backends.cpu_isa(isa):
+        assert backends.cpu_info()["active"] == isa
+        check_against_float64(m, k, n, dtype)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_each_isa_without_bias_and_with_strided_operands(isa):
+    with backends.cpu_gemm("fastlayers"), backends.cpu_isa(isa):
+        check_against_float64(40, 70, 50, torch.bfloat16, bias=False)
+        x = torch.randn(70, 40).t()  # column-major input
+        w = torch.randn(90, 70)[::2]  # every other row of a larger weight
+        b = torch.randn(45)
+        for dtype in (torch.float32, torch.bfloat16):
+            out = FL.linear_relu(x.to(dtype), w.to(dtype), b.to(dtype))
+            expected = ref.linear_relu(x.to(dtype).double(), w.to(dtype).double(), b.to(dtype).double())
+            eager = ref.linear_relu(x.to(dtype), w.to(dtype), b.to(dtype))
+            assert rel_error(out, expected) <= tolerance(dtype, rel_error(eager, expected))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_isa_gives_the_same_bits_for_any_thread_count(isa, dtype):
+    g = torch.Generator().manual_seed(1)
+    x, w, b = (torch.randn(s, generator=g).to(dtype) for s in ((150, 300), (90, 300), (90,)))
+    go = torch.randn(150, 90, generator=g).to(dtype)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        with backends.cpu_gemm("fastlayers"), backends.cpu_isa(isa):
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+                out = FL.linear_relu(*leaves)
+                results.append((out, *torch.autograd.grad(out, leaves, go)))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, c) for a, c in zip(results[0], other))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_vendor_route_matches_float64(dtype, bias):
+    with backends.cpu_gemm("vendor"):
+        for m, k, n in [(5, 20, 33), (130, 260, 70)]:
+            check_against_float64(m, k, n, dtype, bias=bias)
+
+
+def test_vendor_route_keeps_nan_like_torch_relu():
+    x = torch.randn(8, 16)
+    x[3, 2] = float("nan")
+    w, b = torch.randn(12, 16), torch.randn(12)
+    for policy in ("vendor", "fastlayers"):
+        with backends.cpu_gemm(policy):
+            out = FL.linear_relu(x, w, b)
+        assert torch.isnan(out[3]).all() and not torch.isnan(out[[0, 1, 2, 4]]).any()
+
+
+def test_fixed_hidden_mlp_on_the_bfloat16_kernels():
+    torch.manual_seed(0)
+    x, w, b, c = torch.rand(70, 40), torch.randn(40, 40) / 7, torch.randn(40), torch.rand(40, 40)
+    expected = ref.fixed_hidden_mlp(x.double(), w.double(), b.double(), c.double(), return_sum=False)
+    for isa in ("avx512_bf16", "amx_emulated"):
+        if isa not in INFO["supported"]:
+            continue
+        with backends.cpu_isa(isa):
+            got = FL.fixed_hidden_mlp(*(t.bfloat16() for t in (x, w, b, c)), return_sum=False)
+        eager = ref.fixed_hidden_mlp(*(t.bfloat16() for t in (x, w, b, c)), return_sum=False)
+        assert rel_error(got, expected) <= 2 * rel_error(eager, expected) + 1e-6
+
+
+def test_switches_are_scoped_and_checked():
+    before = backends.cpu_info()
+    with backends.cpu_isa("portable"), backends.cpu_gemm("vendor"):
+        assert backends.cpu_info()["active"] == "portable"
+    assert backends.cpu_info()["active"] == before["active"] == before["default"]
+    with pytest.raises(ValueError, match="fastlayers.backends.cpu_isa: name must be"):
+        with backends.cpu_isa("sse9"):
+            pass
+    with pytest.raises(ValueError, match="fastlayers.backends.cpu_gemm: policy must be"):
+        with backends.cpu_gemm("fastest"):
+            pass
+    missing = [name for name in backends.CPU_ISAS if name not in before["supported"]]
+    for name in missing:
+        with pytest.raises(RuntimeError, match=f"fastlayers::set_cpu_isa: this CPU cannot run the '{name}' kernels"):
+            with backends.cpu_isa(name):
+                pass
+    assert before["default"] != "amx", "AMX is opt-in until its kernel has been measured on an AMX CPU"
+
+
+def run_python(code, **env):
+    full_env = {**os.environ, **env}
+    out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+CHECK_RESULT = """
+import torch, fastlayers
+from fastlayers import backends, functional as FL, reference as ref
+x, w, b = torch.randn(40, 64).bfloat16(), torch.randn(48, 64).bfloat16(), torch.randn(48).bfloat16()
+exp = ref.linear_relu(x.double(), w.double(), b.double())
+err = ((FL.linear_relu(x, w, b).double() - exp).norm() / exp.norm()).item()
+eager = ((ref.linear_relu(x, w, b).double() - exp).norm() / exp.norm()).item()
+assert err <= 2 * eager + 1e-6, (err, eager)
+info = backends.cpu_info()
+print(info["active"], "|", info["amx"], "|", ",".join(info["supported"]))
+"""
+
+
+def test_without_the_tile_unit_the_kernels_fall_back_cleanly():
+    # FASTLAYERS_CPU_AMX=0 takes the path of a refused tile-state request:
+    # AMX is not offered, the next rung runs, and asking for AMX is an error.
+    active, amx, supported = run_python(
+        CHECK_RESULT + "\ntry:\n    torch.ops.fastlayers.set_cpu_isa(4)\nexcept RuntimeError as e:\n"
+        "    assert 'cannot run the' in str(e)\nelse:\n    raise SystemExit('amx accepted')\n",
+        FASTLAYERS_CPU_AMX="0",
+    ).strip().split(" | ")
+    assert "amx" not in supported.split(",")
+    assert active == INFO["default"]
+    if "amx" in INFO["supported"] or INFO["amx"].startswith("turned off") or "refused" in INFO["amx"]:
+        assert amx == "turned off by FASTLAYERS_CPU_AMX=0"
+    else:
+        assert amx == INFO["amx"]  # no AMX at all: the CPU check comes first
+
+
+def test_the_environment_caps_the_isa_at_start_up():
+    active = run_python(CHECK_RESULT, FASTLAYERS_CPU_ISA="avx2" if "avx2" in INFO["supported"] else "portable")
+    assert active.split(" | ")[0] == ("avx2" if "avx2" in INFO["supported"] else "portable")
