@@ -193,3 +193,23 @@ def test_without_the_tile_unit_the_kernels_fall_back_cleanly():
 def test_the_environment_caps_the_isa_at_start_up():
     active = run_python(CHECK_RESULT, FASTLAYERS_CPU_ISA="avx2" if "avx2" in INFO["supported"] else "portable")
     assert active.split(" | ")[0] == ("avx2" if "avx2" in INFO["supported"] else "portable")
+
+
+@pytest.mark.parametrize("policy", ["fastlayers", "vendor"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fixed_hidden_mlp_on_both_cpu_routes(policy, dtype):
+    torch.manual_seed(0)
+    x, w, b, c = torch.rand(70, 40), torch.randn(40, 40) / 7, torch.randn(40), torch.rand(40, 40)
+
+    def run(fn, cast):
+        leaves = [t.to(cast).requires_grad_() for t in (x, w, b)]
+        out = fn(*leaves, c.to(cast), return_sum=False)
+        return out, torch.autograd.grad(out, leaves, torch.ones_like(out))
+
+    expected, expected_grads = run(ref.fixed_hidden_mlp, torch.float64)
+    eager, eager_grads = run(ref.fixed_hidden_mlp, dtype)
+    with backends.cpu_gemm(policy):
+        got, grads = run(FL.fixed_hidden_mlp, dtype)
+    assert rel_error(got, expected) <= tolerance(dtype, rel_error(eager, expected))
+    for g, e, want in zip(grads, eager_grads, expected_grads):
+        assert rel_error(g, want) <= tolerance(dtype, rel_error(e, want))

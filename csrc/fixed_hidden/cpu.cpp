@@ -3,6 +3,8 @@
 // sum|h3| in double, and the halving applied as one exact power of two.
 // The backward is five products, with the ReLU mask applied while packing
 // and both bias gradients taken as row sums inside the weight products.
+// Where the auto policy (common/gemm_policy.h) measured oneDNN/MKL faster on
+// this CPU, the products go there (ATen calls) and the rest stays as is.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -10,7 +12,13 @@
 
 #include <cmath>
 
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/threshold_backward.h>
+
 #include "../common/cpu_gemm.h"
+#include "../common/gemm_policy.h"
 #include "../common/shapes.h"
 #include "fixed_hidden.h"
 
@@ -58,17 +66,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cpu(const at::Te
   at::Tensor h = at::empty({m, f}, input.options());  // h1, then h3 (and the output)
   int64_t k = 0;
   at::Tensor out;
+  const bool vendor = use_vendor_cpu_gemm(GemmPass::Forward, input.scalar_type(), m, f, f);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_cpu", [&] {
     using T = scalar_t;
     using Acc = at::opmath_type<T>;
     std::vector<Acc> bias_copy;
     const Acc* b = cpu::bias_in_acc<T, Acc>(bias, bias_copy);
-    const std::vector<Acc> ones(static_cast<size_t>(f), Acc(1));
-    const auto w_t = cpu::view_of<T>(weight).transposed();
-    cpu::gemm<T, Acc>(cpu::view_of<T>(x), nullptr, w_t, h.data_ptr<T>(), f, {b, false}, nullptr);
-    cpu::gemm<T, Acc>(cpu::view_of<T>(h), nullptr, cpu::view_of<T>(rand_weight), hidden.data_ptr<T>(), f,
-                      {ones.data(), true}, nullptr);
-    cpu::gemm<T, Acc>(cpu::view_of<T>(hidden), nullptr, w_t, h.data_ptr<T>(), f, {b, false}, nullptr);
+    if (vendor) {  // the same three products on oneDNN/MKL (common/gemm_policy.h)
+      at::addmm_out(h, bias, x, weight.t());
+      at::mm_out(hidden, h, rand_weight).add_(1).relu_();
+      at::addmm_out(h, bias, hidden, weight.t());
+    } else {
+      const std::vector<Acc> ones(static_cast<size_t>(f), Acc(1));
+      const auto w_t = cpu::view_of<T>(weight).transposed();
+      cpu::gemm<T, Acc>(cpu::view_of<T>(x), nullptr, w_t, h.data_ptr<T>(), f, {b, false}, nullptr);
+      cpu::gemm<T, Acc>(cpu::view_of<T>(h), nullptr, cpu::view_of<T>(rand_weight), hidden.data_ptr<T>(), f,
+                        {ones.data(), true}, nullptr);
+      cpu::gemm<T, Acc>(cpu::view_of<T>(hidden), nullptr, w_t, h.data_ptr<T>(), f, {b, false}, nullptr);
+    }
     T* h3 = h.data_ptr<T>();
     const int64_t n = m * f;
     const Sums sums = sums_in_double(h3, n);
@@ -113,6 +128,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
       const auto gv = cpu::view_of<T>(go);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < f; ++j) g3[i * f + j] = static_cast<T>(std::ldexp(static_cast<Acc>(gv(i, j)), e));
+    }
+    if (use_vendor_cpu_gemm(GemmPass::Backward, input.scalar_type(), m, f, f)) {
+      // The five products on oneDNN/MKL; the mask through threshold_backward.
+      at::mm_out(grad2, grad3, weight);
+      at::mm_out(grad_weight, grad3.t(), hidden);
+      at::mm_out(grad1, at::threshold_backward(grad2, hidden, 0), rand_weight.t());
+      at::mm_out(grad_input, grad1, weight);
+      grad_weight.addmm_(grad1.t(), x);
+      at::sum_out(grad_bias, grad3, 0).add_(grad1.sum(0));
+      return;
     }
     const auto w = cpu::view_of<T>(weight);
     const auto h2 = cpu::view_of<T>(hidden);

@@ -67,7 +67,8 @@ def sources():
     compiled = []
     for dirpath, _, files in os.walk(CSRC):
         for name in files:
-            if not name.endswith((".h", ".cuh", ".cu")) and name != "registration.cpp":
+            # registration.cpp's CPU switches live in cpu_features.cpp
+            if not name.endswith((".h", ".cuh", ".cu")) and name not in ("registration.cpp", "cpu_features.cpp"):
                 continue
             rel = os.path.relpath(os.path.join(dirpath, name), CSRC)
             with open(os.path.join(dirpath, name)) as f:
@@ -77,7 +78,7 @@ def sources():
                 # one object per op: <op>/<op>_cuda_emulated.cpp
                 target = os.path.join(os.path.dirname(target), os.path.basename(dirpath) + "_cuda_emulated.cpp")
                 compiled.append(target)
-            elif name == "registration.cpp":
+            elif name in ("registration.cpp", "cpu_features.cpp"):
                 compiled.append(target)
             _write_if_changed(target, text)
     with open(os.path.join(HERE, "self_test.cu")) as f:
