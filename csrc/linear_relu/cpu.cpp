@@ -26,14 +26,14 @@ at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
                            const std::optional<at::Tensor>& bias) {
   check_linear_relu_args(input, weight, bias);
   const bool has_bias = bias.has_value() && bias->defined();
-  at::Tensor out =
-      at::empty(with_last_dim(input, weight.size(0)), input.options());
-  if (out.numel() == 0) return out;
+  const auto out_shape = with_last_dim(input, weight.size(0));
   const at::Tensor x = as_matrix(input);
-  if (use_vendor_cpu_gemm(GemmPass::Forward, input.scalar_type(), x.size(0), weight.size(0), weight.size(1))) {
-    out.view({x.size(0), weight.size(0)}).copy_(cpu::vendor_linear_relu(x, weight, bias));
-    return out;
+  if (x.size(0) > 0 && weight.size(0) > 0 &&
+      use_vendor_cpu_gemm(GemmPass::Forward, input.scalar_type(), x.size(0), weight.size(0), weight.size(1))) {
+    return cpu::vendor_linear_relu(x, weight, bias).view(out_shape);  // a fresh contiguous [M, N]
   }
+  at::Tensor out = at::empty(out_shape, input.options());
+  if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cpu", [&] {
         using Acc = at::opmath_type<scalar_t>;
