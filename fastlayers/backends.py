@@ -8,6 +8,17 @@ _CUDA_GEMM_POLICIES = {"auto": 0, "fastlayers": 1, "vendor": 2}
 
 
 @contextlib.contextmanager
+def _scoped(setter, value):
+    """Sets a process-wide switch through `setter` (which returns the
+    previous value) for the block, and restores it after."""
+    previous = setter(value)
+    try:
+        yield
+    finally:
+        setter(previous)
+
+
+@contextlib.contextmanager
 def cuda_gemm(policy):
     """Which matrix product the CUDA ops use inside the block (linear_relu,
     and FixedHiddenMLP above its single-launch sizes):
@@ -23,11 +34,8 @@ def cuda_gemm(policy):
     """
     if policy not in _CUDA_GEMM_POLICIES:
         raise ValueError(f"fastlayers.backends.cuda_gemm: policy must be one of {sorted(_CUDA_GEMM_POLICIES)}, got {policy!r}")
-    previous = torch.ops.fastlayers.set_cuda_gemm_policy(_CUDA_GEMM_POLICIES[policy])
-    try:
+    with _scoped(torch.ops.fastlayers.set_cuda_gemm_policy, _CUDA_GEMM_POLICIES[policy]):
         yield
-    finally:
-        torch.ops.fastlayers.set_cuda_gemm_policy(previous)
 
 
 _CPU_GEMM_POLICIES = {"auto": 0, "fastlayers": 1, "vendor": 2}
@@ -50,11 +58,8 @@ def cpu_gemm(policy):
     """
     if policy not in _CPU_GEMM_POLICIES:
         raise ValueError(f"fastlayers.backends.cpu_gemm: policy must be one of {sorted(_CPU_GEMM_POLICIES)}, got {policy!r}")
-    previous = torch.ops.fastlayers.set_cpu_gemm_policy(_CPU_GEMM_POLICIES[policy])
-    try:
+    with _scoped(torch.ops.fastlayers.set_cpu_gemm_policy, _CPU_GEMM_POLICIES[policy]):
         yield
-    finally:
-        torch.ops.fastlayers.set_cpu_gemm_policy(previous)
 
 
 @contextlib.contextmanager
@@ -69,11 +74,8 @@ def cpu_isa(name):
     """
     if name != "auto" and name not in CPU_ISAS:
         raise ValueError(f"fastlayers.backends.cpu_isa: name must be 'auto' or one of {list(CPU_ISAS)}, got {name!r}")
-    previous = torch.ops.fastlayers.set_cpu_isa(-1 if name == "auto" else CPU_ISAS.index(name))
-    try:
+    with _scoped(torch.ops.fastlayers.set_cpu_isa, -1 if name == "auto" else CPU_ISAS.index(name)):
         yield
-    finally:
-        torch.ops.fastlayers.set_cpu_isa(previous)
 
 
 def cpu_info():
