@@ -2,10 +2,10 @@
 // count k is held constant, as the chapter's loop does; rand_weight gets no
 // gradient. Saved: input, weight, rand_weight and the op's own hidden and
 // halvings outputs (no extra memory).
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "calls.h"
 #include "fixed_hidden.h"
 
 namespace fastlayers {
@@ -13,26 +13,7 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using Triple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-
-Triple forward_call(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                    const at::Tensor& rand_weight, bool return_sum) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastlayers::fixed_hidden_mlp", "")
-                             .typed<Triple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                           const at::Tensor&, bool)>();
-  return op.call(input, weight, bias, rand_weight, return_sum);
-}
-
-Triple backward_call(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-                     const at::Tensor& rand_weight, const at::Tensor& hidden, const at::Tensor& halvings,
-                     bool return_sum) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastlayers::fixed_hidden_mlp_backward", "")
-                             .typed<Triple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                           const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>();
-  return op.call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
-}
+using Triple = FixedHiddenTriple;
 
 class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFunction> {
  public:
@@ -41,7 +22,7 @@ class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFu
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
                                const at::Tensor& bias, const at::Tensor& rand_weight, bool return_sum) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, hidden, halvings] = forward_call(input, weight, bias, rand_weight, return_sum);
+    auto [out, hidden, halvings] = fixed_hidden_mlp_call(input, weight, bias, rand_weight, return_sum);
     ctx->mark_non_differentiable({hidden, halvings});
     ctx->save_for_backward({input, weight, rand_weight, hidden, halvings});
     ctx->saved_data["return_sum"] = return_sum;
@@ -51,7 +32,7 @@ class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFu
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
     auto [grad_input, grad_weight, grad_bias] =
-        backward_call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["return_sum"].toBool());
+        fixed_hidden_mlp_backward_call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["return_sum"].toBool());
     return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor()};
   }
 };
@@ -61,7 +42,7 @@ Triple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::Tensor& weig
   const bool needs_grad = input.requires_grad() || weight.requires_grad() || bias.requires_grad();
   if (!at::GradMode::is_enabled() || !needs_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return forward_call(input, weight, bias, rand_weight, return_sum);
+    return fixed_hidden_mlp_call(input, weight, bias, rand_weight, return_sum);
   }
   const variable_list out = FixedHiddenMLPFunction::apply(input, weight, bias, rand_weight, return_sum);
   return {out[0], out[1], out[2]};
@@ -73,7 +54,7 @@ Triple fixed_hidden_mlp_backward_autograd(const at::Tensor& grad_output, const a
   check_no_double_backward(kFixedHiddenMLPBackward, "fastlayers.FixedHiddenMLP",
                            {&grad_output, &input, &weight, &rand_weight, &hidden});
   at::AutoDispatchBelowADInplaceOrView guard;
-  return backward_call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
+  return fixed_hidden_mlp_backward_call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
 }
 
 }  // namespace
