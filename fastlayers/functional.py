@@ -3,6 +3,7 @@
 import torch
 
 from . import ops  # noqa: F401  (fake kernels)
+from .transforms import CenterFunction, FixedHiddenMLPFunction, LinearReLUFunction, transforms_active
 
 _linear_relu = torch.ops.fastlayers.linear_relu.default
 _center = torch.ops.fastlayers.center.default
@@ -18,6 +19,8 @@ def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     too. Backward keeps only the input, weight and output (the ReLU mask is
     recomputed from the output).
     """
+    if transforms_active():  # torch.func: see fastlayers/transforms.py
+        return LinearReLUFunction.apply(input, weight, bias)
     return _linear_relu(input, weight, bias)
 
 
@@ -36,6 +39,8 @@ def center(input: torch.Tensor, dim: int | tuple[int, ...] | list[int] | None = 
             dim = list(dim)
         else:
             raise TypeError(f"fastlayers.center: dim must be None, an int or a tuple of ints, got {dim!r}")
+    if transforms_active():
+        return CenterFunction.apply(input, dim)
     return _center(input, dim)
 
 
@@ -61,5 +66,8 @@ def fixed_hidden_mlp(
     sum and never stops on an infinite one). With ``return_halvings=True``
     returns ``(result, k)``, k an int64 0-d tensor on the input's device.
     """
-    out, _, halvings = _fixed_hidden_mlp(input, weight, bias, rand_weight, return_sum)
+    if transforms_active():
+        out, _, halvings = FixedHiddenMLPFunction.apply(input, weight, bias, rand_weight, return_sum)
+    else:
+        out, _, halvings = _fixed_hidden_mlp(input, weight, bias, rand_weight, return_sum)
     return (out, halvings) if return_halvings else out

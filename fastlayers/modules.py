@@ -4,8 +4,11 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
 
 from . import functional as F
+from .transforms import FixedHiddenMLPFunction, transforms_active
 
 # Called directly by FixedHiddenMLP.forward: a Python wrapper costs ~0.3 µs of a ~5 µs call.
 _fixed_hidden_mlp = torch.ops.fastlayers.fixed_hidden_mlp.default
@@ -60,6 +63,49 @@ class FusedLinearReLU(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class LazyFusedLinearReLU(LazyModuleMixin, FusedLinearReLU):
+    """``FusedLinearReLU`` whose ``in_features`` is inferred at the first
+    call, as ``nn.LazyLinear`` does; it then becomes a ``FusedLinearReLU``.
+    It can load a state_dict before its first call (the parameters take the
+    saved shapes)."""
+
+    cls_to_become = FusedLinearReLU
+    weight: UninitializedParameter
+    bias: UninitializedParameter
+
+    def __init__(self, out_features: int, bias: bool = True, device=None, dtype=None):
+        factory = {"device": device, "dtype": dtype}
+        # Zero-sized placeholders, replaced at once: nn.LazyLinear's way.
+        super().__init__(0, 0, False)
+        self.weight = UninitializedParameter(**factory)
+        self.out_features = out_features
+        if bias:
+            self.bias = UninitializedParameter(**factory)
+
+    def reset_parameters(self) -> None:
+        if not self.has_uninitialized_params() and self.in_features != 0:
+            super().reset_parameters()
+
+    def initialize_parameters(self, input: torch.Tensor) -> None:
+        if self.has_uninitialized_params():
+            with torch.no_grad():
+                self.in_features = input.shape[-1]
+                self.weight.materialize((self.out_features, self.in_features))
+                if self.bias is not None:
+                    self.bias.materialize((self.out_features,))
+                self.reset_parameters()
+        else:  # loaded from a state_dict before the first call
+            self.in_features = self.weight.shape[1]
+
+
+# What an init function should test for to reach every linear layer, fused
+# or not: ``if isinstance(m, fastlayers.LINEAR_TYPES): nn.init.normal_(m.weight)``.
+# The chapter's ``type(m) == nn.Linear`` misses FusedLinearReLU on purpose:
+# a fused layer is not an nn.Linear (tools that wrap nn.Linear, LoRA for
+# one, assume no ReLU follows inside).
+LINEAR_TYPES = (nn.Linear, FusedLinearReLU)
+
+
 class Centered(nn.Module):
     """The chapter's ``CenteredLayer``: ``x - x.mean()`` (``dim=None``), or
     centering along ``dim`` (an int or a tuple of ints). No parameters."""
@@ -96,6 +142,8 @@ class FixedHiddenMLP(nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         linear = self._modules["linear"]
         weight, bias, rand_weight = _tensor(linear, "weight"), _tensor(linear, "bias"), _tensor(self, "rand_weight")
+        if transforms_active():  # torch.func: see fastlayers/transforms.py
+            return FixedHiddenMLPFunction.apply(input, weight, bias, rand_weight, self.return_sum)[0]
         return _fixed_hidden_mlp(input, weight, bias, rand_weight, self.return_sum)[0]
 
     def extra_repr(self) -> str:
