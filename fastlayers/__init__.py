@@ -2,6 +2,7 @@
 
 from . import backends, functional, reference
 from .modules import LINEAR_TYPES, Centered, FixedHiddenMLP, FusedLinearReLU, LazyFusedLinearReLU
+from .fusion import FuseReport, fuse
 
 __all__ = [
     "backends",
@@ -12,4 +13,6 @@ __all__ = [
     "FusedLinearReLU",
     "LazyFusedLinearReLU",
     "LINEAR_TYPES",
+    "fuse",
+    "FuseReport",
 ]
