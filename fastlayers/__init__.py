@@ -3,6 +3,7 @@
 from . import backends, functional, reference
 from .modules import LINEAR_TYPES, Centered, FixedHiddenMLP, FusedLinearReLU, LazyFusedLinearReLU
 from .fusion import FuseReport, fuse
+from . import sharding  # noqa: F401  (DTensor sharding rules)
 
 __all__ = [
     "backends",
