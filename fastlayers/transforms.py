@@ -21,7 +21,12 @@ import torch
 
 from . import ops  # noqa: F401  (fake kernels; the ops are registered)
 
-transforms_active = torch._C._are_functorch_transforms_active
+if hasattr(torch._C, "_are_functorch_transforms_active"):
+    transforms_active = torch._C._are_functorch_transforms_active
+else:  # an older torch: the interpreter stack is empty outside transforms
+
+    def transforms_active() -> bool:
+        return torch._C._functorch.peek_interpreter_stack() is not None
 
 _linear_relu = torch.ops.fastlayers.linear_relu.default
 _center = torch.ops.fastlayers.center.default
@@ -201,6 +206,8 @@ def _fixed_hidden_mlp_vmap(info, in_dims, input, weight, bias, rand_weight, retu
     return tuple(torch.stack(r) for r in zip(*results)), (0, 0, 0)
 
 
-torch.library.register_vmap("fastlayers::linear_relu", _linear_relu_vmap)
-torch.library.register_vmap("fastlayers::center", _center_vmap)
-torch.library.register_vmap("fastlayers::fixed_hidden_mlp", _fixed_hidden_mlp_vmap)
+# A torch without register_vmap keeps functorch's own per-sample loop.
+if hasattr(torch.library, "register_vmap"):
+    torch.library.register_vmap("fastlayers::linear_relu", _linear_relu_vmap)
+    torch.library.register_vmap("fastlayers::center", _center_vmap)
+    torch.library.register_vmap("fastlayers::fixed_hidden_mlp", _fixed_hidden_mlp_vmap)
