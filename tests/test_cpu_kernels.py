@@ -108,14 +108,16 @@ def test_each_isa_gives_the_same_bits_for_any_thread_count(isa, dtype):
 @pytest.mark.parametrize("bias", [True, False])
 def test_vendor_route_matches_float64(dtype, bias):
     with backends.cpu_gemm("vendor"):
-        for m, k, n in [(5, 20, 33), (130, 260, 70)]:
+        # unfused ReLU after the product (M*N <= M*K + N*K), and the fused post-op
+        for m, k, n in [(5, 20, 33), (130, 260, 70), (200, 8, 300)]:
             check_against_float64(m, k, n, dtype, bias=bias)
 
 
-def test_vendor_route_keeps_nan_like_torch_relu():
-    x = torch.randn(8, 16)
+@pytest.mark.parametrize("k,n", [(16, 12), (4, 96)])  # the unfused and the fused oneDNN call
+def test_vendor_route_keeps_nan_like_torch_relu(k, n):
+    x = torch.randn(8, k)
     x[3, 2] = float("nan")
-    w, b = torch.randn(12, 16), torch.randn(12)
+    w, b = torch.randn(n, k), torch.randn(n)
     for policy in ("vendor", "fastlayers"):
         with backends.cpu_gemm(policy):
             out = FL.linear_relu(x, w, b)

@@ -13,12 +13,12 @@ namespace {
 // Called boxed: the schema's string types differ between torch versions
 // (c10::string_view before 2.7), the boxed stack does not.
 at::Tensor call_linear_pointwise(const c10::OperatorHandle& op, const at::Tensor& x, const at::Tensor& weight,
-                                 const std::optional<at::Tensor>& bias) {
+                                 const std::optional<at::Tensor>& bias, const char* post_op) {
   torch::jit::Stack stack;
   stack.emplace_back(x);
   stack.emplace_back(weight);
   stack.emplace_back(bias.has_value() && bias->defined() ? c10::IValue(*bias) : c10::IValue());
-  stack.emplace_back(std::string("relu"));
+  stack.emplace_back(std::string(post_op));
   stack.emplace_back(c10::List<std::optional<at::Scalar>>());
   stack.emplace_back(std::string(""));
   op.callBoxed(&stack);
@@ -44,7 +44,7 @@ bool has_onednn_linear_pointwise(c10::ScalarType dtype) {
     try {
       const auto opts = at::TensorOptions().dtype(dtype);
       const at::Tensor x = at::ones({2, 3}, opts), w = at::ones({4, 3}, opts), b = at::full({4}, -4.0, opts);
-      const at::Tensor y = call_linear_pointwise(*op, x, w, b);
+      const at::Tensor y = call_linear_pointwise(*op, x, w, b, "relu");
       // 3 - 4 = -1 -> relu -> 0: the call ran, and the epilogue was the ReLU.
       works[i] = y.sizes() == at::IntArrayRef({2, 4}) && y.eq(0).all().item<bool>();
     } catch (const std::exception&) {
@@ -73,13 +73,21 @@ bool all_finite(const at::Tensor& t) {
 
 at::Tensor vendor_linear_relu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   const bool has_bias = bias.has_value() && bias->defined();
-  // oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it: a product that
-  // can hold a NaN (a non-finite operand) takes the unfused route.
-  if (has_onednn_linear_pointwise(x.scalar_type()) && all_finite(x) && all_finite(weight) &&
-      (!has_bias || all_finite(*bias))) {
+  if (has_onednn_linear_pointwise(x.scalar_type())) {
+    // oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it. Two NaN-safe
+    // ways, and the one that reads less is taken: the product without the
+    // post-op and then ReLU in place (M*N elements: small outputs), or a
+    // scan of the operands for non-finite values (M*K + N*K) and the fused
+    // post-op when there is none.
+    const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
     std::optional<at::Tensor> b;
     if (has_bias) b = bias->contiguous();
-    return call_linear_pointwise(*linear_pointwise_op(), x.contiguous(), weight.contiguous(), b);
+    if (m * n <= m * k + n * k) {
+      return call_linear_pointwise(*linear_pointwise_op(), x.contiguous(), weight.contiguous(), b, "none").relu_();
+    }
+    if (all_finite(x) && all_finite(weight) && (!has_bias || all_finite(*bias))) {
+      return call_linear_pointwise(*linear_pointwise_op(), x.contiguous(), weight.contiguous(), b, "relu");
+    }
   }
   at::Tensor y = has_bias ? at::addmm(*bias, x, weight.t()) : at::mm(x, weight.t());
   return y.relu_();
