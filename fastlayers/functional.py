@@ -3,10 +3,10 @@
 import torch
 
 from . import ops  # noqa: F401  (fake kernels)
-from .transforms import CenterFunction, FixedHiddenMLPFunction, LinearReLUFunction, transforms_active
+from .transforms import FixedHiddenMLPFunction, LinearReLUFunction, transforms_active
+from .transforms import center as _route_center  # the op, or the torch.func route
 
 _linear_relu = torch.ops.fastlayers.linear_relu.default
-_center = torch.ops.fastlayers.center.default
 _fixed_hidden_mlp = torch.ops.fastlayers.fixed_hidden_mlp.default
 
 
@@ -39,9 +39,7 @@ def center(input: torch.Tensor, dim: int | tuple[int, ...] | list[int] | None = 
             dim = list(dim)
         else:
             raise TypeError(f"fastlayers.center: dim must be None, an int or a tuple of ints, got {dim!r}")
-    if transforms_active():
-        return CenterFunction.apply(input, dim)
-    return _center(input, dim)
+    return _route_center(input, dim)
 
 
 def fixed_hidden_mlp(

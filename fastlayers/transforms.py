@@ -37,6 +37,28 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1])
 
 
+def _where_positive(ref: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """t where ref > 0, else 0 (NaN in ref included, as the kernels do)."""
+    return torch.where(ref > 0, t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+def _linear_tangent(a, a_t, weight, weight_t, bias_t, out_shape, like):
+    """The tangent of ``a @ weight.T + bias`` (zeros where no input has one)."""
+    t = torch.zeros(out_shape, dtype=like.dtype, device=like.device)
+    if a_t is not None:
+        t = t + a_t @ weight.mT
+    if weight_t is not None:
+        t = t + a @ weight_t.mT
+    if bias_t is not None:
+        t = t + bias_t
+    return t
+
+
+def _halving_scale(halvings: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """2^-k, exact, in like's dtype."""
+    return torch.ldexp(torch.ones((), dtype=like.dtype, device=like.device), -halvings)
+
+
 def _move_bdim(t, bdim, size=None):
     """Batch dim first; an unbatched argument stays as it is (size None) or
     is expanded to the batch size."""
@@ -65,8 +87,7 @@ class LinearReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         input, weight, output = ctx.saved_tensors
-        # Zero where the output is not positive, NaN included, as the kernels do.
-        masked = torch.where(output > 0, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        masked = _where_positive(output, grad)
         grad_input = masked @ weight if ctx.needs_input_grad[0] else None
         grad_weight = _rows(masked).mT @ _rows(input) if ctx.needs_input_grad[1] else None
         grad_bias = _rows(masked).sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
@@ -75,14 +96,7 @@ class LinearReLUFunction(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, input_t, weight_t, bias_t):
         input, weight, output = ctx.saved_tensors
-        t = torch.zeros_like(output)
-        if input_t is not None:
-            t = t + input_t @ weight.mT
-        if weight_t is not None:
-            t = t + input @ weight_t.mT
-        if bias_t is not None:
-            t = t + bias_t
-        return torch.where(output > 0, t, torch.zeros((), dtype=t.dtype, device=t.device))
+        return _where_positive(output, _linear_tangent(input, input_t, weight, weight_t, bias_t, output.shape, output))
 
 
 def _linear_relu_vmap(info, in_dims, input, weight, bias):
@@ -153,12 +167,12 @@ class FixedHiddenMLPFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, rand_weight, return_sum = inputs
+        input, weight, _bias, rand_weight, return_sum = inputs
         _, hidden, halvings = output
         ctx.return_sum = return_sum
         ctx.mark_non_differentiable(hidden, halvings)
         ctx.save_for_backward(input, weight, rand_weight, hidden, halvings)
-        ctx.save_for_forward(input, weight, bias, rand_weight, hidden, halvings)
+        ctx.save_for_forward(input, weight, rand_weight, hidden, halvings)
 
     @staticmethod
     def backward(ctx, grad, _grad_hidden, _grad_halvings):
@@ -166,9 +180,9 @@ class FixedHiddenMLPFunction(torch.autograd.Function):
         # summed or not; k held constant, C (rand_weight) gets no gradient.
         input, weight, rand_weight, hidden, halvings = ctx.saved_tensors
         x = _rows(input)
-        scale = torch.ldexp(torch.ones((), dtype=grad.dtype, device=grad.device), -halvings)
+        scale = _halving_scale(halvings, grad)
         g3 = (grad * scale).expand(hidden.shape) if ctx.return_sum else _rows(grad * scale)
-        g1 = torch.where(hidden > 0, g3 @ weight, torch.zeros((), dtype=g3.dtype, device=g3.device)) @ rand_weight.mT
+        g1 = _where_positive(hidden, g3 @ weight) @ rand_weight.mT
         grad_input = (g1 @ weight).reshape(input.shape)
         grad_weight = g3.mT @ hidden + g1.mT @ x
         grad_bias = g3.sum(0) + g1.sum(0)
@@ -176,24 +190,14 @@ class FixedHiddenMLPFunction(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, input_t, weight_t, bias_t, _rand_weight_t, _return_sum_t):
-        input, weight, bias, rand_weight, hidden, halvings = ctx.saved_tensors
-        x = _rows(input)
-
-        def linear_t(a, a_t):  # tangent of a W^T + b
-            t = torch.zeros((a.shape[0], weight.shape[0]), dtype=hidden.dtype, device=hidden.device)
-            if a_t is not None:
-                t = t + a_t @ weight.mT
-            if weight_t is not None:
-                t = t + a @ weight_t.mT
-            if bias_t is not None:
-                t = t + bias_t
-            return t
-
-        h1_t = linear_t(x, None if input_t is None else _rows(input_t))
-        h2_t = torch.where(hidden > 0, h1_t @ rand_weight, torch.zeros((), dtype=h1_t.dtype, device=h1_t.device))
-        h3_t = linear_t(hidden, h2_t)
-        scale = torch.ldexp(torch.ones((), dtype=h3_t.dtype, device=h3_t.device), -halvings)
-        out_t = (h3_t * scale).sum() if ctx.return_sum else (h3_t * scale).reshape(input.shape)
+        input, weight, rand_weight, hidden, halvings = ctx.saved_tensors
+        rows, features = hidden.shape
+        x_t = None if input_t is None else _rows(input_t)
+        h1_t = _linear_tangent(_rows(input), x_t, weight, weight_t, bias_t, (rows, features), hidden)
+        h2_t = _where_positive(hidden, h1_t @ rand_weight)
+        h3_t = _linear_tangent(hidden, h2_t, weight, weight_t, bias_t, (rows, features), hidden)
+        h3_t = h3_t * _halving_scale(halvings, h3_t)
+        out_t = h3_t.sum() if ctx.return_sum else h3_t.reshape(input.shape)
         return out_t, None, None
 
 

@@ -80,13 +80,15 @@ at::Tensor vendor_linear_relu(const at::Tensor& x, const at::Tensor& weight, con
     // scan of the operands for non-finite values (M*K + N*K) and the fused
     // post-op when there is none.
     const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+    // Made contiguous once, for the scan and the call alike.
+    const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
     std::optional<at::Tensor> b;
     if (has_bias) b = bias->contiguous();
     if (m * n <= m * k + n * k) {
-      return call_linear_pointwise(*linear_pointwise_op(), x.contiguous(), weight.contiguous(), b, "none").relu_();
+      return call_linear_pointwise(*linear_pointwise_op(), xc, wc, b, "none").relu_();
     }
-    if (all_finite(x) && all_finite(weight) && (!has_bias || all_finite(*bias))) {
-      return call_linear_pointwise(*linear_pointwise_op(), x.contiguous(), weight.contiguous(), b, "relu");
+    if (all_finite(xc) && all_finite(wc) && (!has_bias || all_finite(*b))) {
+      return call_linear_pointwise(*linear_pointwise_op(), xc, wc, b, "relu");
     }
   }
   at::Tensor y = has_bias ? at::addmm(*bias, x, weight.t()) : at::mm(x, weight.t());

@@ -13,8 +13,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using Triple = FixedHiddenTriple;
-
 class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFunction> {
  public:
   static constexpr bool is_traceable = true;
@@ -37,7 +35,7 @@ class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFu
   }
 };
 
-Triple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+FixedHiddenTriple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                                  const at::Tensor& rand_weight, bool return_sum) {
   const bool needs_grad = input.requires_grad() || weight.requires_grad() || bias.requires_grad();
   if (!at::GradMode::is_enabled() || !needs_grad) {
@@ -48,7 +46,7 @@ Triple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::Tensor& weig
   return {out[0], out[1], out[2]};
 }
 
-Triple fixed_hidden_mlp_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
+FixedHiddenTriple fixed_hidden_mlp_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                           const at::Tensor& weight, const at::Tensor& rand_weight,
                                           const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
   check_no_double_backward(kFixedHiddenMLPBackward, "fastlayers.FixedHiddenMLP",
