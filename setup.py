@@ -80,7 +80,8 @@ def extension():
     if with_cuda:
         # +PTX: newer GPUs (sm_100, ...) JIT-compile the sm_90 code.
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
-    # Every op's C++ (cpu.cpp, autograd.cpp, autocast.cpp ...) and CUDA (cuda.cu) files.
+    # Every op's C++ (schema.cpp, cpu.cpp, autograd.cpp, autocast.cpp) and CUDA (cuda.cu)
+    # files, and the shared ones in csrc/common (the CUDA GEMM: cuda_gemm.cu).
     sources = ["csrc/registration.cpp"] + sorted(glob.glob("csrc/*/*.cpp"))
     # -fopenmp turns at::parallel_for on (its OpenMP pragmas live in the
     # headers); libgomp itself is the one torch already loaded.
@@ -93,7 +94,7 @@ def extension():
     link = ["-l:libstdc++.so.6"] if sys.platform.startswith("linux") else []
     args = dict(extra_compile_args={"cxx": cxx}, extra_link_args=link)
     if with_cuda:
-        sources += sorted(glob.glob("csrc/*/cuda.cu"))
+        sources += sorted(glob.glob("csrc/*/*.cu"))
         args["extra_compile_args"]["nvcc"] = (["-O0", "-g", "-lineinfo"] if debug else ["-O3"]) + [
             "--expt-relaxed-constexpr"
         ]

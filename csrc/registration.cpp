@@ -1,6 +1,8 @@
-// Every fastlayers op's schema, in one place. Kernels attach per dispatch key
-// in their own files (cpu.cpp, cuda.cu, autograd.cpp beside each op); fake
-// kernels for tracing live in fastlayers/ops.py.
+// The fastlayers library: its switches (which matrix product and which CPU
+// instruction set the kernels use) and the Python module's entry point. Each
+// op's schema is a fragment in csrc/<op>/schema.cpp; its kernels attach per
+// dispatch key in the files beside it (cpu.cpp, cuda.cu, autograd.cpp,
+// autocast.cpp); the fake kernels for tracing live in fastlayers/ops.py.
 #include <Python.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
@@ -44,14 +46,6 @@ std::string cpu_features() {
 }  // namespace
 
 TORCH_LIBRARY(fastlayers, m) {
-  // relu(input @ weight.T + bias); see csrc/linear_relu/linear_relu.h.
-  m.def("linear_relu(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
-  m.def(
-      "linear_relu_backward_input(Tensor grad_output, Tensor output, "
-      "Tensor weight) -> Tensor");
-  m.def(
-      "linear_relu_backward_params(Tensor grad_output, Tensor output, "
-      "Tensor? input, bool bias_grad) -> (Tensor, Tensor)");
   // Which matrix product the CUDA ops use; see common/gemm_policy.h.
   m.def("set_cuda_gemm_policy(int policy) -> int", &set_cuda_gemm_policy);
   // The same on the CPU, and which instruction set the CPU kernels use (-1
@@ -59,17 +53,6 @@ TORCH_LIBRARY(fastlayers, m) {
   m.def("set_cpu_gemm_policy(int policy) -> int", &set_cpu_gemm_policy);
   m.def("set_cpu_isa(int isa) -> int", &set_cpu_isa);
   m.def("cpu_features() -> str", &cpu_features);
-  // input - input.mean(dim, keepdim=True); dim None: every element. Its own
-  // backward (centering is self-adjoint). See csrc/center/center.h.
-  m.def("center(Tensor input, int[]? dim=None) -> Tensor");
-  // The chapter's FixedHiddenMLP; returns (output, hidden, halvings), the last
-  // two for the backward. See csrc/fixed_hidden/fixed_hidden.h.
-  m.def(
-      "fixed_hidden_mlp(Tensor input, Tensor weight, Tensor bias, Tensor rand_weight, "
-      "bool return_sum=True) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "fixed_hidden_mlp_backward(Tensor grad_output, Tensor input, Tensor weight, "
-      "Tensor rand_weight, Tensor hidden, Tensor halvings, bool return_sum) -> (Tensor, Tensor, Tensor)");
 }
 
 // `import fastlayers._C` runs the registrations above; the module itself

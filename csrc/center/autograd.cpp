@@ -2,22 +2,16 @@
 // self-adjoint, so the gradient is the centered incoming gradient: backward
 // calls the op itself (through autograd, so double backward works) and
 // saves nothing.
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
+
+#include "center.h"
 
 namespace fastlayers {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-at::Tensor center_call(const at::Tensor& input, at::OptionalIntArrayRef dim) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fastlayers::center", "")
-                             .typed<at::Tensor(const at::Tensor&, at::OptionalIntArrayRef)>();
-  return op.call(input, dim);
-}
 
 class CenterFunction : public torch::autograd::Function<CenterFunction> {
  public:

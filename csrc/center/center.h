@@ -96,4 +96,8 @@ inline at::Tensor center_result(const at::Tensor& out,
   return out.permute(inverse);
 }
 
+// The call of the op through the dispatcher (schema.cpp), for its autograd
+// kernel, which redispatches.
+at::Tensor center_call(const at::Tensor& input, at::OptionalIntArrayRef dim);
+
 }  // namespace fastlayers

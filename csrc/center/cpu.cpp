@@ -13,7 +13,7 @@
 #include <type_traits>
 
 #include "../common/cpu_features.h"
-#include "../common/cpu_gemm.h"
+#include "../common/cpu_parallel.h"
 #include "center.h"
 
 namespace fastlayers {

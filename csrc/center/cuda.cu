@@ -27,10 +27,14 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../common/cuda_reduce.cuh"
 #include "center.h"
 
 namespace fastlayers {
 namespace {
+
+using cuda::blocks_for;
+using cuda::warp_sum;
 
 template <typename T>
 using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -39,33 +43,6 @@ constexpr int kWarpRowMax = 1024;   // elements a warp keeps in registers (32 pe
 constexpr int kBlock = 256;
 constexpr int64_t kChunk = 8192;    // elements per partial sum of a long group
 constexpr int64_t kOneBlockMax = int64_t(1) << 16;
-
-template <typename A>
-__device__ __forceinline__ A warp_sum(A v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum over the block in a fixed order; every thread gets the result.
-template <typename A>
-__device__ A block_sum(A v) {
-  __shared__ A warp_sums[kBlock / 32];
-  __shared__ A total;
-  v = warp_sum(v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) warp_sums[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    A w = lane < kBlock / 32 ? warp_sums[lane] : A(0);
-    w = warp_sum(w);
-    if (lane == 0) total = w;
-  }
-  __syncthreads();
-  const A result = total;
-  __syncthreads();  // the shared slots may be reused by a next call
-  return result;
-}
 
 // V elements of T, loaded and stored as one 16-byte (or narrower) access.
 template <typename T, int V>
@@ -154,7 +131,7 @@ __global__ void __launch_bounds__(kBlock) center_rows_block_kernel(const T* x, T
   const T* xr = x + static_cast<int64_t>(blockIdx.x) * reduce;
   T* yr = y + static_cast<int64_t>(blockIdx.x) * reduce;
   const A shift = static_cast<A>(xr[0]);
-  const A offset = block_sum(shifted_sum<V>(xr, 0, reduce, shift)) / static_cast<A>(reduce);  // mean - shift: small
+  const A offset = cuda::block_sum<kBlock>(shifted_sum<V>(xr, 0, reduce, shift)) / static_cast<A>(reduce);  // mean - shift: small
   store_centered<V>(xr, yr, 0, reduce, shift, offset);
 }
 
@@ -164,7 +141,7 @@ __global__ void __launch_bounds__(kBlock) partial_sums_kernel(const T* x, int64_
   using A = Acc<T>;
   const int64_t c = blockIdx.x, o = blockIdx.y;
   const T* xr = x + o * reduce;
-  const A sum = block_sum(shifted_sum<V>(xr, c * kChunk, std::min(reduce, (c + 1) * kChunk), static_cast<A>(xr[0])));
+  const A sum = cuda::block_sum<kBlock>(shifted_sum<V>(xr, c * kChunk, std::min(reduce, (c + 1) * kChunk), static_cast<A>(xr[0])));
   if (threadIdx.x == 0) partial[o * chunks + c] = sum;
 }
 
@@ -177,7 +154,7 @@ __global__ void __launch_bounds__(kBlock) finalize_offset_kernel(int64_t reduce,
   const int64_t o = blockIdx.x;
   A sum = A(0);
   for (int64_t c = threadIdx.x; c < chunks; c += kBlock) sum += partial[o * chunks + c];
-  sum = block_sum(sum);
+  sum = cuda::block_sum<kBlock>(sum);
   if (threadIdx.x == 0) offset[o] = sum / static_cast<A>(reduce);
 }
 
@@ -331,8 +308,6 @@ __global__ void __launch_bounds__(kBlock) column_subtract_kernel(const T* x, T* 
   const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = std::min(reduce, r0 + rows_per_chunk);
   column_store(x + c.base, y + c.base, inner, r0, r1, static_cast<Acc<T>>(x[c.base]), offset[c.o * inner + c.col]);
 }
-
-unsigned blocks_for(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
 
 // A few long groups (the whole tensor): partial sums per chunk, a finalize
 // kernel, a subtract kernel; the offsets stay on the device.

@@ -21,12 +21,13 @@
 // of threads. Up to 4 rows of A skip packing (dot-product and axpy paths).
 #pragma once
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <type_traits>
 #include <vector>
+
+#include "cpu_parallel.h"
 
 namespace fastlayers {
 namespace cpu {
@@ -59,21 +60,6 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask, const MatrixView<T>
 // product carries it (no weight gradient, or no weight columns).
 template <typename T, typename Acc>
 void masked_row_sums(const MatrixView<T>& a, const MatrixView<T>* mask, Acc* row_sums);
-
-// Below this many multiply-adds (or elements, for a pass over memory) work
-// runs on the calling thread: waking the pool costs more than the work.
-constexpr int64_t kSerialWork = int64_t(1) << 17;
-
-// f(begin, end) over [0, n): on the calling thread when `serial`, else split
-// by at::parallel_for (grain 1). Either way every index is visited once.
-template <typename F>
-void maybe_parallel(bool serial, int64_t n, const F& f) {
-  if (serial || n <= 1) {
-    f(0, n);
-  } else {
-    at::parallel_for(0, n, 1, f);
-  }
-}
 
 // A 2-D tensor as the GEMM reads it.
 template <typename T>

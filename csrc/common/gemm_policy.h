@@ -1,5 +1,5 @@
 // Which matrix product the CUDA ops run: fastlayers' own kernels
-// (common/cuda_gemm.cuh) or the vendor's (cuBLAS/cuBLASLt through ATen, with
+// (common/cuda_gemm.h) or the vendor's (cuBLAS/cuBLASLt through ATen, with
 // the bias+ReLU epilogue where there is one). It picks for linear_relu's
 // forward and backward and for FixedHiddenMLP's multi-kernel path (its
 // single-launch kernels for small shapes are whole-op kernels, not a GEMM
@@ -70,7 +70,7 @@ inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int
 // fastlayers::set_cpu_gemm_policy (Python: fastlayers.backends.cpu_gemm).
 // The auto policy's crossovers depend on the instruction set: they were
 // measured per rung with benchmarks/bench_gemm_crossover.py --device cpu
-// (benchmarks/results/cpu_gemm_crossover_*.txt name the CPUs).
+// (benchmarks/results/<machine class>/gemm_crossover.txt name the CPUs).
 enum class CpuGemmPolicy : int64_t { Auto = 0, Fastlayers = 1, Vendor = 2 };
 
 inline std::atomic<int64_t>& cpu_gemm_policy() {

@@ -4,7 +4,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
-#include "calls.h"
+#include "linear_relu.h"
 
 namespace fastlayers {
 namespace {

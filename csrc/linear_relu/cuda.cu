@@ -1,5 +1,5 @@
 // CUDA kernels of the linear_relu ops: each is one launch of the product in
-// common/cuda_gemm.cuh (plus a column-sum kernel when only the bias needs a
+// common/cuda_gemm.h (plus a column-sum kernel when only the bias needs a
 // gradient), on the current stream under a device guard. Large products may
 // go to the vendor's GEMM instead (common/gemm_policy.h): cuBLASLt's
 // bias+ReLU epilogue forward, ATen's ReLU mask then cuBLAS backward.
@@ -10,10 +10,12 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/threshold_backward.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../common/cuda_gemm.cuh"
+#include "../common/cuda_gemm.h"
 #include "../common/gemm_policy.h"
 #include "linear_relu.h"
 

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <tuple>
 
 #include "../common/checks.h"
 #include "../common/shapes.h"
@@ -90,5 +91,15 @@ inline void check_linear_relu_backward_params_args(
                 " in every dimension but the last");
   }
 }
+
+// Calls of the ops through the dispatcher (schema.cpp), for the kernels
+// that sit above the backends (autograd, autocast) and redispatch.
+at::Tensor linear_relu_call(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+at::Tensor linear_relu_backward_input_call(const at::Tensor& grad_output, const at::Tensor& output,
+                                           const at::Tensor& weight);
+std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_call(const at::Tensor& grad_output,
+                                                                    const at::Tensor& output,
+                                                                    const std::optional<at::Tensor>& input,
+                                                                    bool bias_grad);
 
 }  // namespace fastlayers

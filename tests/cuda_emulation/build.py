@@ -6,7 +6,8 @@ The sources are the real csrc/ files, copied with three mechanical rewrites:
 
   kernel<<<grid, block, shared, stream>>>(args)  ->  ::emu::launch({grid, block, shared, stream}, kernel, args)
   extern __shared__ T name[];                     ->  T* name = <the launch's dynamic shared memory>
-  TORCH_LIBRARY[_IMPL](fastlayers, CUDA, ...)     ->  TORCH_LIBRARY[_IMPL](fastlayers_emulated, CPU, ...)
+  TORCH_LIBRARY[_FRAGMENT](fastlayers, ...)        ->  TORCH_LIBRARY[_FRAGMENT](fastlayers_emulated, ...)
+  TORCH_LIBRARY_IMPL(fastlayers, CUDA, ...)        ->  TORCH_LIBRARY_IMPL(fastlayers_emulated, CPU, ...)
 
 Nothing else changes, so a kernel bug shows here as it would on a GPU
 (up to the limits listed in emulator.h).
@@ -42,6 +43,7 @@ def rewrite(text):
         lambda m: f"{m.group(1)}* {m.group(2)} = reinterpret_cast<{m.group(1)}*>(::emu::dynamic_shared());", text
     )
     text = text.replace("TORCH_LIBRARY(fastlayers,", f"TORCH_LIBRARY({NAMESPACE},")
+    text = text.replace("TORCH_LIBRARY_FRAGMENT(fastlayers,", f"TORCH_LIBRARY_FRAGMENT({NAMESPACE},")
     text = text.replace("TORCH_LIBRARY_IMPL(fastlayers, CUDA,", f"TORCH_LIBRARY_IMPL({NAMESPACE}, CPU,")
     if "<<<" in text:
         raise RuntimeError("CUDA emulation: a kernel launch was not rewritten")
@@ -60,6 +62,9 @@ def _write_if_changed(path, text):
         f.write(text)
 
 
+_COMPILED_CPP = ("registration.cpp", "cpu_features.cpp", "schema.cpp")
+
+
 def sources():
     """Copies csrc/ rewritten into the build folder (and the emulator's own
     self_test.cu); returns the files to compile."""
@@ -67,18 +72,20 @@ def sources():
     compiled = []
     for dirpath, _, files in os.walk(CSRC):
         for name in files:
-            # registration.cpp's CPU switches live in cpu_features.cpp
-            if not name.endswith((".h", ".cuh", ".cu")) and name not in ("registration.cpp", "cpu_features.cpp"):
+            # the schemas (registration.cpp, each op's schema.cpp) and the CPU
+            # switches registration.cpp names (cpu_features.cpp)
+            if not name.endswith((".h", ".cuh", ".cu")) and name not in _COMPILED_CPP:
                 continue
             rel = os.path.relpath(os.path.join(dirpath, name), CSRC)
             with open(os.path.join(dirpath, name)) as f:
                 text = rewrite(f.read())
             target = os.path.join(out_root, rel)
-            if name.endswith(".cu"):  # compiled by the C++ compiler
-                # one object per op: <op>/<op>_cuda_emulated.cpp
-                target = os.path.join(os.path.dirname(target), os.path.basename(dirpath) + "_cuda_emulated.cpp")
+            if name.endswith(".cu") or name == "schema.cpp":  # .cu: compiled by the C++ compiler
+                # one object per file, named after its folder: <op>/<op>_cuda_emulated.cpp, <op>/<op>_schema.cpp
+                suffix = "_cuda_emulated.cpp" if name.endswith(".cu") else "_schema.cpp"
+                target = os.path.join(os.path.dirname(target), os.path.basename(dirpath) + suffix)
                 compiled.append(target)
-            elif name in ("registration.cpp", "cpu_features.cpp"):
+            elif name in _COMPILED_CPP:
                 compiled.append(target)
             _write_if_changed(target, text)
     with open(os.path.join(HERE, "self_test.cu")) as f:

@@ -5,8 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
-#include "calls.h"
-#include "fixed_hidden.h"
+#include "fixed_hidden_mlp.h"
 
 namespace fastlayers {
 namespace {

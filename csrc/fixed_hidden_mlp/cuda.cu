@@ -10,7 +10,7 @@
 // Backward: small problems in one block and one launch, like the forward;
 // larger ones as a scale kernel, five products and the additions of the two
 // uses of the weight, all on the current stream.
-// The products of the larger problems are common/cuda_gemm.cuh's (mask and
+// The products of the larger problems are common/cuda_gemm.h's (mask and
 // bias-gradient row sums fused) or, per common/gemm_policy.h, the vendor's
 // through ATen (the bias+ReLU epilogue forward).
 #include <ATen/Dispatch.h>
@@ -22,13 +22,16 @@
 #include <ATen/ops/ones.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/threshold_backward.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../common/cuda_gemm.cuh"
+#include "../common/cuda_gemm.h"
+#include "../common/cuda_reduce.cuh"
 #include "../common/gemm_policy.h"
 #include "../common/shapes.h"
-#include "fixed_hidden.h"
+#include "fixed_hidden_mlp.h"
 
 namespace fastlayers {
 namespace {
@@ -41,18 +44,6 @@ constexpr int64_t kSumChunk = 8192;
 // Dynamic shared memory the fused kernel may use: 48 KB without opting in,
 // less its own static scratch (kept well clear).
 constexpr size_t kFusedSharedBytes = 48 * 1024 - 512;
-
-__device__ double block_sum(double v, double* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  double total = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < blockDim.x / 32; ++w) total += scratch[w];  // fixed order
-  __syncthreads();
-  return total;  // valid in thread 0
-}
 
 // The whole block in one launch: x [m, f] (strided), everything else in
 // shared memory as Acc.
@@ -67,7 +58,6 @@ __global__ void __launch_bounds__(kBlock)
   Acc* bs = cs + f * f;                         // [f]
   Acc* ha = bs + f;                             // [m, f]
   Acc* hb = ha + m * f;                         // [m, f]
-  __shared__ double scratch[kBlock / 32];
   const int n = m * f;
   for (int i = threadIdx.x; i < f * f; i += kBlock) {
     const int r = i / f, q = i % f;
@@ -104,8 +94,8 @@ __global__ void __launch_bounds__(kBlock)
     abs_sum += fabs(static_cast<double>(h3));
     sum += static_cast<double>(h3);
   }
-  abs_sum = block_sum(abs_sum, scratch);
-  sum = block_sum(sum, scratch);
+  abs_sum = cuda::block_sum<kBlock>(abs_sum);
+  sum = cuda::block_sum<kBlock>(sum);
   __shared__ int64_t k_shared;
   if (threadIdx.x == 0) {
     k_shared = halvings_for(abs_sum);
@@ -184,7 +174,6 @@ __global__ void __launch_bounds__(kBlock)
 // partial[2c] = sum |h| and partial[2c+1] = sum h over chunk c, in double.
 template <typename T>
 __global__ void __launch_bounds__(kBlock) partial_sums_kernel(const T* h, int64_t n, double* partial) {
-  __shared__ double scratch[kBlock / 32];
   const int64_t c = blockIdx.x;
   double abs_sum = 0, sum = 0;
   for (int64_t i = c * kSumChunk + threadIdx.x; i < min(n, (c + 1) * kSumChunk); i += kBlock) {
@@ -192,8 +181,8 @@ __global__ void __launch_bounds__(kBlock) partial_sums_kernel(const T* h, int64_
     abs_sum += fabs(v);
     sum += v;
   }
-  abs_sum = block_sum(abs_sum, scratch);
-  sum = block_sum(sum, scratch);
+  abs_sum = cuda::block_sum<kBlock>(abs_sum);
+  sum = cuda::block_sum<kBlock>(sum);
   if (threadIdx.x == 0) partial[2 * c] = abs_sum, partial[2 * c + 1] = sum;
 }
 
@@ -201,11 +190,10 @@ __global__ void __launch_bounds__(kBlock) partial_sums_kernel(const T* h, int64_
 template <typename T>
 __global__ void __launch_bounds__(kBlock)
     finalize_kernel(const double* partial, int64_t chunks, bool return_sum, T* out, int64_t* halvings) {
-  __shared__ double scratch[kBlock / 32];
   double abs_sum = 0, sum = 0;
   for (int64_t c = threadIdx.x; c < chunks; c += kBlock) abs_sum += partial[2 * c], sum += partial[2 * c + 1];
-  abs_sum = block_sum(abs_sum, scratch);
-  sum = block_sum(sum, scratch);
+  abs_sum = cuda::block_sum<kBlock>(abs_sum);
+  sum = cuda::block_sum<kBlock>(sum);
   if (threadIdx.x == 0) {
     const int64_t k = halvings_for(abs_sum);
     *halvings = k;
@@ -224,8 +212,6 @@ __global__ void scale_kernel(cuda::StridedMatrix<T> src, T* dst, int64_t m, int6
   const int e = static_cast<int>(-*halvings);
   dst[i] = static_cast<T>(ldexp(static_cast<double>(src(i / f, i % f)), e));
 }
-
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kBlock - 1) / kBlock); }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::Tensor& input, const at::Tensor& weight,
                                                                      const at::Tensor& bias,
@@ -286,7 +272,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
                                                  halvings.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (!return_sum && n > 0) {
-      scale_kernel<T><<<blocks_for(n), kBlock, 0, stream>>>(strided<T>(out), out.data_ptr<T>(), m, f,
+      scale_kernel<T><<<cuda::blocks_for(n, kBlock), kBlock, 0, stream>>>(strided<T>(out), out.data_ptr<T>(), m, f,
                                                              halvings.const_data_ptr<int64_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
@@ -326,7 +312,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       return;
     }
     at::Tensor grad3 = at::empty({m, f}, opts), grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts);
-    scale_kernel<T><<<blocks_for(m * f), kBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    scale_kernel<T><<<cuda::blocks_for(m * f, kBlock), kBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
         g, grad3.data_ptr<T>(), m, f, halvings.const_data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (use_vendor_gemm(GemmPass::Backward, input.scalar_type(), m, f, f)) {

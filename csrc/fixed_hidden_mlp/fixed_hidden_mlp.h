@@ -22,6 +22,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "../common/checks.h"
 
@@ -91,5 +92,17 @@ inline int64_t halvings_for(double s) {
   const double m = std::frexp(s, &e);  // s = m * 2^e, m in [0.5, 1)
   return m == 0.5 ? e - 1 : e;
 }
+
+// (output, hidden, halvings) and (grad_input, grad_weight, grad_bias).
+using FixedHiddenTriple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// Calls of the ops through the dispatcher (schema.cpp), for the kernels that
+// sit above the backends (autograd, autocast) and redispatch.
+FixedHiddenTriple fixed_hidden_mlp_call(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                                        const at::Tensor& rand_weight, bool return_sum);
+FixedHiddenTriple fixed_hidden_mlp_backward_call(const at::Tensor& grad_output, const at::Tensor& input,
+                                                 const at::Tensor& weight, const at::Tensor& rand_weight,
+                                                 const at::Tensor& hidden, const at::Tensor& halvings,
+                                                 bool return_sum);
 
 }  // namespace fastlayers

@@ -20,7 +20,7 @@
 #include "../common/cpu_gemm.h"
 #include "../common/gemm_policy.h"
 #include "../common/shapes.h"
-#include "fixed_hidden.h"
+#include "fixed_hidden_mlp.h"
 
 namespace fastlayers {
 namespace {

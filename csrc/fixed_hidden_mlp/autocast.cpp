@@ -9,7 +9,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
-#include "calls.h"
+#include "fixed_hidden_mlp.h"
 
 namespace fastlayers {
 namespace {

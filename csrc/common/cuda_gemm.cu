@@ -1,13 +1,5 @@
-// The CUDA matrix product the fastlayers ops build on; the same contract as
-// common/cpu_gemm.h:
-//
-//   C[M,N] = epilogue( sum_p A(i,p) * B(p,j) ),   A's entries times (mask(i,p) > 0)
-//
-// with A, B and the mask read through strides (no copies of transposed or
-// expanded tensors), accumulation in float for half/bfloat16 (double for
-// double), a bias+ReLU epilogue, and optionally the row sums of the masked
-// A (a linear layer's bias gradient), each written by exactly one block in a
-// fixed order, so results are deterministic.
+// The kernels of the CUDA matrix product (contract in cuda_gemm.h), compiled
+// once for every op.
 //
 // Four kernels: a tensor-core tiling for half/bfloat16 on sm_80+ (mma.sync
 // m16n8k16 fed by ldmatrix, 128x128 tiles), a double-buffered 128x128 SIMT
@@ -15,9 +7,6 @@
 // SIMT tiling for the rest (64x64 tiles, 4x4 outputs per thread), and a
 // warp-per-output-column kernel for a handful of rows, where reading the
 // weight once dominates.
-#pragma once
-
-#include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -26,47 +15,12 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda_gemm.h"
 #include "cuda_mma.cuh"
 
 namespace fastlayers {
 namespace cuda {
-
-template <typename T>
-struct StridedMatrix {
-  const T* data = nullptr;
-  int64_t rs = 0, cs = 0;
-  __device__ __forceinline__ T operator()(int64_t r, int64_t c) const {
-    return data[r * rs + c * cs];
-  }
-};
-
-// A 2-D tensor, or its transpose, as the kernels read it.
-template <typename T>
-StridedMatrix<T> strided(const at::Tensor& m) {
-  return {m.const_data_ptr<T>(), m.stride(0), m.stride(1)};
-}
-template <typename T>
-StridedMatrix<T> strided_t(const at::Tensor& m) {
-  return {m.const_data_ptr<T>(), m.stride(1), m.stride(0)};
-}
-
-template <typename T, typename Acc>
-struct GemmArgs {
-  StridedMatrix<T> a, mask, b;  // mask.data == nullptr: no mask
-  T* c = nullptr;
-  int64_t ldc = 0;
-  int64_t M = 0, N = 0, K = 0;
-  const T* bias = nullptr;  // per column, contiguous-or-strided below
-  int64_t bias_stride = 1;
-  bool relu = false;
-  T* row_sums = nullptr;  // length M, or null
-};
-
-template <typename T>
-__device__ __forceinline__ bool relu_mask_on(T v) {
-  return static_cast<float>(v) > 0.f;
-}
-__device__ __forceinline__ bool relu_mask_on(double v) { return v > 0.0; }
+namespace {
 
 template <typename T, typename Acc>
 __device__ __forceinline__ Acc load_a(const GemmArgs<T, Acc>& g, int64_t i,
@@ -537,8 +491,8 @@ inline dim3 tile_grid(int64_t M, int64_t N, int64_t bm, int64_t bn, int64_t* col
   return dim3(static_cast<unsigned>(row_tiles), static_cast<unsigned>(std::min<int64_t>(*col_tiles, 65535)));
 }
 
-// Launches the product on the current stream of the current device (the
-// caller holds a device guard).
+}  // namespace
+
 template <typename T, typename Acc>
 void gemm(const GemmArgs<T, Acc>& g) {
   // With N == 0 there is nothing to store, but row sums (all zero) are still due.
@@ -577,6 +531,12 @@ void gemm(const GemmArgs<T, Acc>& g) {
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
+
+
+template void gemm<float, float>(const GemmArgs<float, float>&);
+template void gemm<double, double>(const GemmArgs<double, double>&);
+template void gemm<c10::Half, float>(const GemmArgs<c10::Half, float>&);
+template void gemm<c10::BFloat16, float>(const GemmArgs<c10::BFloat16, float>&);
 
 }  // namespace cuda
 }  // namespace fastlayers
