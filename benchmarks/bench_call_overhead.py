@@ -14,14 +14,11 @@ import torch
 from torch import nn
 
 import fastlayers
-from fastlayers.reference import ChapterFixedHiddenMLP, center
 
+from .anchors import EagerCentered, EagerFixedHiddenMLP
 from .timing import cpu_model, fmt_table, wall_us
 
 
-class _EagerCentered(nn.Module):
-    def forward(self, x):
-        return center(x)
 
 
 def cases():
@@ -30,8 +27,8 @@ def cases():
     fused = fastlayers.FusedLinearReLU(20, 256)
     eager_lr = nn.Sequential(nn.Linear(20, 256), nn.ReLU())
     fhm = fastlayers.FixedHiddenMLP(20)
-    eager_fhm = ChapterFixedHiddenMLP(20)
-    centered, eager_centered = fastlayers.Centered(), _EagerCentered()
+    eager_fhm = EagerFixedHiddenMLP(20)
+    centered, eager_centered = fastlayers.Centered(), EagerCentered()
     xc = torch.randn(4, 8)
     return [
         ("FusedLinearReLU 2x20->256", fused, eager_lr, x),

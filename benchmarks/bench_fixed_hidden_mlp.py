@@ -13,8 +13,8 @@ import sys
 import torch
 
 from fastlayers import FixedHiddenMLP
-from fastlayers import reference as ref
 
+from .anchors import EagerFixedHiddenMLP
 from .timing import bench_main, wall_us
 
 SHAPES = [(2, 20), (64, 20), (4096, 256), (65536, 1024)]
@@ -43,7 +43,7 @@ def run(device, quick=False, compile_too=None):
     for batch, features, dtype in cases:
         if device == "cpu" and batch * features * features > 2**34:
             continue  # 65536x1024: seconds per call on a 2-core machine
-        eager = ref.ChapterFixedHiddenMLP(features).to(device, dtype)
+        eager = EagerFixedHiddenMLP(features).to(device, dtype)
         fused = FixedHiddenMLP(features).to(device, dtype)
         fused.load_state_dict(eager.state_dict())
         x = torch.rand(batch, features, device=device, dtype=dtype)

@@ -22,7 +22,7 @@ from fastlayers import reference as ref
 
 from .timing import bench_main, gpu_us, wall_us
 
-# (batch, in_features, out_features): ../shared/anchors/gpu_baseline.py's shapes.
+# (batch, in_features, out_features): the anchor shapes, from the chapter's 2x20 to 8192^3.
 GPU_SHAPES = [(2, 20, 256), (64, 512, 512), (256, 1024, 4096), (4096, 4096, 4096), (8192, 8192, 8192)]
 CPU_SHAPES = [(2, 20, 256), (64, 512, 512), (256, 1024, 1024), (1024, 1024, 1024), (4096, 1024, 4096)]
 QUICK_SHAPES = {"cpu": [(2, 20, 256), (64, 512, 512), (512, 512, 512)], "cuda": [(2, 20, 256), (64, 512, 512), (2048, 2048, 2048)]}
@@ -110,7 +110,7 @@ def bench_shape(m, k, n, dtype, device, compile_too):
         metric = " gpu" if f"fastlayers gpu" in row and big else " wall"
         base = [v for key, v in row.items() if key.endswith(metric) and key.split(" ")[0] not in ("fastlayers", "own")]
         row["speedup vs best"] = min(base) / row["fastlayers" + metric] if base else None
-        if "own kernel gpu" in row and "cublaslt gpu" in row:  # GOALS: the hand-written kernel alone
+        if "own kernel gpu" in row and "cublaslt gpu" in row:  # the hand-written kernel alone
             row["own vs cublaslt"] = row["cublaslt gpu"] / row["own kernel gpu"]
         if "own kernel wall" in row and "onednn wall" in row:
             row["own vs onednn"] = row["onednn wall"] / row["own kernel wall"]

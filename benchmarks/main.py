@@ -18,12 +18,9 @@ from torch import nn
 import fastlayers
 from fastlayers import functional as FL
 from fastlayers import reference as ref
+from fastlayers.testing import eager_bound, rel_error, tolerance
 
 from . import bench_center, bench_fixed_hidden_mlp, bench_linear_relu
-
-
-def rel_error(out, expected):
-    return ((out.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
 
 
 def check_ops(device):
@@ -50,7 +47,7 @@ def check_ops(device):
         fwd_err = rel_error(out, expected)
         grad_err = max(rel_error(a, e) for a, e in zip(grads, grads64))
         eager_err = rel_error(eager, expected)
-        bound = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 2 * eager_err + 1e-6)
+        bound = tolerance(dtype, eager_err)
         ok &= fwd_err <= bound
         print(
             f"{'linear_relu':<18}{str(dtype)[6:]:>10}{fwd_err:>11.2e}{eager_err:>11.2e}{grad_err:>11.2e}{eager_grad_err:>12.2e}"
@@ -69,7 +66,7 @@ def check_ops(device):
             eager = ref.center(xd, d)
             (eager_grad,) = torch.autograd.grad(eager, xd, g.to(dtype))
             errs = [rel_error(out, expected), rel_error(eager, expected), rel_error(grad, grad64), rel_error(eager_grad, grad64)]
-            bound = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 2 * errs[1] + 1e-6)
+            bound = tolerance(dtype, errs[1])
             ok &= errs[0] <= bound
             name = f"center dim={dim}"
             print(f"{name:<18}{str(dtype)[6:]:>10}" + "".join(f"{e:>11.2e}" for e in errs[:3]) + f"{errs[3]:>12.2e}")
@@ -86,7 +83,7 @@ def check_ops(device):
             out, k = FL.fixed_hidden_mlp(*args, return_halvings=True)
             eager, loop_k = ref.fixed_hidden_mlp(*args, return_halvings=True)
             err, eager_err = rel_error(out, exact), rel_error(eager, exact)
-            ok &= int(k) == loop_k and err <= {torch.float64: 1e-12}.get(dtype, 2 * eager_err + 1e-5)
+            ok &= int(k) == loop_k and err <= (1e-12 if dtype == torch.float64 else eager_bound(eager_err, slack=1e-5))
             print(f"{'':<18}{str(dtype)[6:]:>10}{scale:>8.0e}{int(k):>5}{loop_k:>8}{err:>11.2e}{eager_err:>11.2e}")
     print("all within bounds" if ok else "SOME ERRORS ABOVE THEIR BOUNDS")
     return ok

@@ -1,4 +1,4 @@
-"""How fastlayers measures (../shared/GOALS.md): ratios side by side in one
+"""How fastlayers measures: ratios side by side in one
 run, warm-up first, medians of many repeats, random inputs, rotating input
 sets on the GPU so the cache is not what gets timed."""
 

@@ -1,6 +1,6 @@
 """fastlayers: fused PyTorch layers with hand-written CPU and CUDA kernels."""
 
-from . import backends, functional, reference
+from . import backends, functional, reference, testing
 from .modules import LINEAR_TYPES, Centered, FixedHiddenMLP, FusedLinearReLU, LazyFusedLinearReLU
 from .fusion import FuseReport, fuse
 from . import sharding  # noqa: F401  (DTensor sharding rules)
@@ -9,6 +9,7 @@ __all__ = [
     "backends",
     "functional",
     "reference",
+    "testing",
     "Centered",
     "FixedHiddenMLP",
     "FusedLinearReLU",

@@ -1,26 +1,54 @@
-"""Per op: the fake (meta) kernel torch.compile traces with. Schemas live in
-csrc/registration.cpp, real kernels and autograd in csrc/<op>/. The shape
-rules mirror csrc/<op>/<op>.h."""
+"""Per op: the fake (meta) kernel torch.compile traces with, which also runs
+for meta tensors. Schemas live in csrc/<op>/schema.cpp, real kernels and
+autograd beside them; the shape rules and their messages mirror
+csrc/<op>/<op>.h."""
+
+from typing import Optional, Sequence
 
 import torch
+from torch import Tensor
 
 from . import _library  # noqa: F401  (registers the ops before we attach to them)
 
 _lib = torch.ops.fastlayers
 
 
-def _check_float(op, name, t):
+# dtypes as the C++ kernels' messages name them (c10::ScalarType), so that
+# a bad input gets the same words from a fake kernel as from a real one.
+_SCALAR_TYPE_NAMES = {
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
+    torch.int8: "Char",
+    torch.uint8: "Byte",
+    torch.int16: "Short",
+    torch.int32: "Int",
+    torch.int64: "Long",
+    torch.bool: "Bool",
+}
+
+
+def _type_name(dtype: torch.dtype) -> str:
+    return _SCALAR_TYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def _check_float(op: str, name: str, t: Optional[Tensor]) -> None:
+    torch._check(t is not None, lambda: f"{op}: argument '{name}' must be a tensor, got an undefined tensor")
     torch._check(
         t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
         lambda: f"{op}: argument '{name}' must be a floating-point tensor "
-        f"(float16, bfloat16, float32 or float64), got {t.dtype}",
+        f"(float16, bfloat16, float32 or float64), got {_type_name(t.dtype)}",
     )
 
 
-def _check_like(op, name, t, ref_name, ref):
+def _check_like(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     torch._check(
         t.dtype == ref.dtype,
-        lambda: f"{op}: argument '{name}' has dtype {t.dtype} but '{ref_name}' has dtype {ref.dtype}",
+        lambda: f"{op}: argument '{name}' has dtype {_type_name(t.dtype)} but '{ref_name}' has dtype "
+        f"{_type_name(ref.dtype)}",
     )
     torch._check(
         t.device == ref.device,
@@ -32,7 +60,7 @@ def _check_like(op, name, t, ref_name, ref):
 
 
 @torch.library.register_fake("fastlayers::linear_relu")
-def _linear_relu_fake(input, weight, bias):
+def _linear_relu_fake(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     op = "fastlayers::linear_relu"
     _check_float(op, "input", input)
     _check_float(op, "weight", weight)
@@ -55,13 +83,15 @@ def _linear_relu_fake(input, weight, bias):
 
 
 @torch.library.register_fake("fastlayers::linear_relu_backward_input")
-def _linear_relu_backward_input_fake(grad_output, output, weight):
+def _linear_relu_backward_input_fake(grad_output: Tensor, output: Tensor, weight: Tensor) -> Tensor:
     torch._check(grad_output.shape == output.shape)
     return output.new_empty((*output.shape[:-1], weight.shape[1]))
 
 
 @torch.library.register_fake("fastlayers::linear_relu_backward_params")
-def _linear_relu_backward_params_fake(grad_output, output, input, bias_grad):
+def _linear_relu_backward_params_fake(
+    grad_output: Tensor, output: Tensor, input: Optional[Tensor], bias_grad: bool
+) -> tuple[Tensor, Tensor]:
     torch._check(grad_output.shape == output.shape)
     n = output.shape[-1]
     grad_weight = output.new_empty((n, input.shape[-1]) if input is not None else (0,))
@@ -72,7 +102,7 @@ def _linear_relu_backward_params_fake(grad_output, output, input, bias_grad):
 # ---- center --------------------------------------------------------------
 
 
-def center_dims(input, dim):
+def center_dims(input: Tensor, dim: Optional[Sequence[int]]) -> list[int]:
     """The wrapped, sorted dims `center` reduces over (mirrors csrc/center/center.h)."""
     op = "fastlayers::center"
     _check_float(op, "input", input)
@@ -94,7 +124,7 @@ def center_dims(input, dim):
 
 
 @torch.library.register_fake("fastlayers::center")
-def _center_fake(input, dim=None):
+def _center_fake(input: Tensor, dim: Optional[Sequence[int]] = None) -> Tensor:
     dims = center_dims(input, dim)
     if not dims or dims[-1] - dims[0] + 1 == len(dims):
         return input.new_empty(input.shape)
@@ -109,7 +139,9 @@ def _center_fake(input, dim=None):
 
 
 @torch.library.register_fake("fastlayers::fixed_hidden_mlp")
-def _fixed_hidden_mlp_fake(input, weight, bias, rand_weight, return_sum=True):
+def _fixed_hidden_mlp_fake(
+    input: Tensor, weight: Tensor, bias: Tensor, rand_weight: Tensor, return_sum: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
     op = "fastlayers::fixed_hidden_mlp"
     for name, t in (("input", input), ("weight", weight), ("bias", bias), ("rand_weight", rand_weight)):
         _check_float(op, name, t)
@@ -130,5 +162,13 @@ def _fixed_hidden_mlp_fake(input, weight, bias, rand_weight, return_sum=True):
 
 
 @torch.library.register_fake("fastlayers::fixed_hidden_mlp_backward")
-def _fixed_hidden_mlp_backward_fake(grad_output, input, weight, rand_weight, hidden, halvings, return_sum):
+def _fixed_hidden_mlp_backward_fake(
+    grad_output: Tensor,
+    input: Tensor,
+    weight: Tensor,
+    rand_weight: Tensor,
+    hidden: Tensor,
+    halvings: Tensor,
+    return_sum: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     return input.new_empty(input.shape), weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],))

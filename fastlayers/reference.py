@@ -4,7 +4,6 @@ imports fastlayers."""
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
@@ -32,21 +31,3 @@ def fixed_hidden_mlp(input, weight, bias, rand_weight, return_sum=True, return_h
             raise RuntimeError("reference.fixed_hidden_mlp: the halving loop does not end (an infinite sum)")
     out = h.sum() if return_sum else h
     return (out, k) if return_halvings else out
-
-
-class ChapterFixedHiddenMLP(nn.Module):
-    """The chapter's FixedHiddenMLP block as written there, with rand_weight
-    made a buffer (so its state_dict loads into fastlayers.FixedHiddenMLP)."""
-
-    def __init__(self, features=20):
-        super().__init__()
-        self.register_buffer("rand_weight", torch.rand((features, features)))
-        self.linear = nn.Linear(features, features)
-
-    def forward(self, x):
-        x = self.linear(x)
-        x = F.relu(torch.mm(x, self.rand_weight) + 1)
-        x = self.linear(x)
-        while x.abs().sum() > 1:
-            x /= 2
-        return x.sum()

@@ -13,8 +13,8 @@ import torch
 from fastlayers import backends
 from fastlayers import functional as FL
 from fastlayers import reference as ref
+from fastlayers.testing import eager_bound, rel_error, tolerance
 
-from .conftest import rel_error
 
 INFO = backends.cpu_info()
 print(f"\nfastlayers CPU kernels: {INFO}")
@@ -31,10 +31,6 @@ ISAS = [isa_param(name) for name in backends.CPU_ISAS]
 # partial panels in both directions, and reductions longer than every KC
 # (128 to 512 on the machines seen).
 SHAPES = [(3, 20, 256), (13, 40, 33), (67, 130, 70), (97, 1030, 45)]
-
-
-def tolerance(dtype, eager_error):
-    return 1e-5 if dtype == torch.float32 else 1e-12 if dtype == torch.float64 else 2 * eager_error + 1e-6
 
 
 def check_against_float64(m, k, n, dtype, bias=True, seed=0):
@@ -134,7 +130,7 @@ def test_fixed_hidden_mlp_on_the_bfloat16_kernels():
         with backends.cpu_isa(isa):
             got = FL.fixed_hidden_mlp(*(t.bfloat16() for t in (x, w, b, c)), return_sum=False)
         eager = ref.fixed_hidden_mlp(*(t.bfloat16() for t in (x, w, b, c)), return_sum=False)
-        assert rel_error(got, expected) <= 2 * rel_error(eager, expected) + 1e-6
+        assert rel_error(got, expected) <= eager_bound(rel_error(eager, expected))
 
 
 def test_switches_are_scoped_and_checked():
@@ -166,11 +162,11 @@ def run_python(code, **env):
 CHECK_RESULT = """
 import torch, fastlayers
 from fastlayers import backends, functional as FL, reference as ref
+from fastlayers.testing import eager_bound, rel_error
 x, w, b = torch.randn(40, 64).bfloat16(), torch.randn(48, 64).bfloat16(), torch.randn(48).bfloat16()
 exp = ref.linear_relu(x.double(), w.double(), b.double())
-err = ((FL.linear_relu(x, w, b).double() - exp).norm() / exp.norm()).item()
-eager = ((ref.linear_relu(x, w, b).double() - exp).norm() / exp.norm()).item()
-assert err <= 2 * eager + 1e-6, (err, eager)
+err, eager = rel_error(FL.linear_relu(x, w, b), exp), rel_error(ref.linear_relu(x, w, b), exp)
+assert err <= eager_bound(eager), (err, eager)
 info = backends.cpu_info()
 print(info["active"], "|", info["amx"], "|", ",".join(info["supported"]))
 """

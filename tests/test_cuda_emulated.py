@@ -17,10 +17,10 @@ import torch
 from torch.nn import functional as TF
 
 from fastlayers import reference as ref
+from fastlayers.testing import eager_bound, rel_error, tolerance
 
-from .conftest import rel_error
 from .cuda_emulation import build
-from .test_fixed_hidden_mlp import check_half_precision
+from .checks import check_half_precision
 
 LOW = (torch.float16, torch.bfloat16)
 ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -55,6 +55,25 @@ def test_no_kernel_reads_or_writes_out_of_bounds_in_either_thread_order():
     assert result.returncode == 0 and "Sanitizer" not in report and "runtime error" not in report, report
 
 
+# The emulated GPUs: an H100/H200 (sm_90, 132 SMs: tensor cores, cp.async)
+# and a T4-like sm_75 with 40 SMs (no bfloat16/float16 mma.sync path, so the
+# SIMT kernels take half precision; other SM-count branches).
+PROFILES = {"sm90": (9, 0, 132), "sm75": (7, 5, 40)}
+
+
+@pytest.fixture(params=list(PROFILES))
+def gpu(request, cuda_ops):
+    """Runs the test on each emulated GPU in turn."""
+    previous = cuda_ops.emulator_set_device(*PROFILES[request.param])
+    yield request.param
+    cuda_ops.emulator_set_device(*previous)
+
+
+def counters(cuda_ops):
+    launches, blocks, mma = cuda_ops.emulator_counters()
+    return {"launches": launches, "blocks": blocks, "mma": mma}
+
+
 @pytest.fixture(autouse=True)
 def _nan_filled_empty():
     old = torch.are_deterministic_algorithms_enabled()
@@ -67,7 +86,7 @@ def _nan_filled_empty():
     "case,error",
     [
         ("barrier_after_exit", "__syncthreads\\(\\) in block .* after some of its threads exited"),
-        ("barrier_in_half_the_block", "CUDA emulation"),
+        ("barrier_in_half_the_block", "__syncthreads\\(\\) in block .* after some of its threads exited"),
         ("shuffle_in_half_a_warp", "warp collective in warp 0 .* after some of its lanes exited"),
         ("shuffle_after_lane_exit", "warp collective in warp 0 .* after some of its lanes exited"),
         ("block_too_large", "invalid launch .* too many threads per block"),
@@ -88,11 +107,9 @@ def randn(*shape, dtype=torch.float32, seed=0, scale=1.0):
     return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
 
 
-def tolerance(dtype, eager, exact):
-    """GOALS.md's rule for half types: at most 2x eager's own error."""
-    if dtype in LOW:
-        return 2 * rel_error(eager, exact) + 1e-6
-    return {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+def bound(dtype, eager, exact):
+    """fastlayers.testing's rule, given eager's result in `dtype`."""
+    return tolerance(dtype, rel_error(eager, exact))
 
 
 # ---------------------------------------------------------------- linear_relu
@@ -103,14 +120,38 @@ LINEAR_SHAPES = [(2, 20, 256), (1, 7, 5), (8, 33, 9), (9, 20, 70), (67, 130, 70)
 
 @pytest.mark.parametrize("m,k,n", LINEAR_SHAPES)
 @pytest.mark.parametrize("dtype", ALL)
-def test_linear_relu_forward(cuda_ops, m, k, n, dtype):
+def test_linear_relu_forward(cuda_ops, gpu, m, k, n, dtype):
     x, w, b = randn(m, k, dtype=dtype), randn(n, k, dtype=dtype, seed=1, scale=k**-0.5 if k else 1), randn(n, dtype=dtype, seed=2)
     for bias in (b, None):
         out = cuda_ops.linear_relu(x, w, bias)
         exact = ref.linear_relu(x.double(), w.double(), None if bias is None else bias.double())
         assert out.shape == (m, n) and out.dtype == dtype
         if out.numel():
-            assert rel_error(out, exact) <= tolerance(dtype, ref.linear_relu(x, w, bias), exact)
+            assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, bias), exact)
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_the_device_profile_picks_the_kernels(cuda_ops, gpu, dtype):
+    """The emulated device reaches the kernels' branches: half precision uses
+    mma.sync only from sm_80 on, and whether a float32 product takes the
+    128x128 tiles depends on the SM count (64 such tiles here)."""
+    previous = cuda_ops.set_cuda_gemm_policy(1)  # fastlayers' kernels at every size
+    try:
+        x, w, b = randn(130, 40, dtype=dtype), randn(129, 40, dtype=dtype, seed=1, scale=0.2), randn(129, dtype=dtype)
+        before = counters(cuda_ops)
+        out = cuda_ops.linear_relu(x, w, b)
+        mma = counters(cuda_ops)["mma"] - before["mma"]
+        x32, w32, b32 = randn(1024, 8), randn(1024, 8, seed=1), randn(1024, seed=2)
+        before = counters(cuda_ops)
+        out32 = cuda_ops.linear_relu(x32, w32, b32)
+        blocks = counters(cuda_ops)["blocks"] - before["blocks"]
+    finally:
+        cuda_ops.set_cuda_gemm_policy(previous)
+    assert (mma > 0) == (gpu == "sm90"), mma
+    exact = ref.linear_relu(x.double(), w.double(), b.double())
+    assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, b), exact)
+    assert blocks == (64 if gpu == "sm75" else 256), blocks  # 128x128 tiles below 64 SMs, else 64x64
+    assert rel_error(out32, ref.linear_relu(x32.double(), w32.double(), b32.double())) <= 1e-5
 
 
 def test_linear_relu_forward_strided_and_expanded(cuda_ops):
@@ -139,10 +180,10 @@ def test_linear_relu_tensor_core_async_copies(cuda_ops, dtype, copies_land, monk
         b = randn(w.shape[0], dtype=dtype, seed=2)
         out = cuda_ops.linear_relu(x, w, b)
         exact = ref.linear_relu(x.double(), w.double(), b.double())
-        assert rel_error(out, exact) <= tolerance(dtype, ref.linear_relu(x, w, b), exact), (x.shape, w.shape)
+        assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, b), exact), (x.shape, w.shape)
 
 
-def test_linear_relu_large_float_tiles(cuda_ops):
+def test_linear_relu_large_float_tiles(cuda_ops, gpu):
     """Products with enough 128x128 tiles for every SM take the double-buffered
     float32 kernel: forward, the masked backward-input product, and the
     weight gradient with its row sums (the bias gradient)."""
@@ -174,7 +215,7 @@ def linear_relu_grads(x, w, b, grad):
 
 @pytest.mark.parametrize("m,k,n", [(2, 20, 256), (9, 20, 70), (67, 130, 70), (130, 17, 129), (3, 0, 5), (6, 4, 7)])
 @pytest.mark.parametrize("dtype", ALL)
-def test_linear_relu_backward(cuda_ops, m, k, n, dtype):
+def test_linear_relu_backward(cuda_ops, gpu, m, k, n, dtype):
     x, w, b = randn(m, k, dtype=dtype), randn(n, k, dtype=dtype, seed=1), randn(n, dtype=dtype, seed=2)
     grad = randn(m, n, dtype=dtype, seed=3)
     out = cuda_ops.linear_relu(x, w, b)
@@ -229,7 +270,7 @@ def test_linear_relu_vendor_route(cuda_ops, bias, dtype):
     finally:
         assert cuda_ops.set_cuda_gemm_policy(previous) == 2
     exact = ref.linear_relu(x.double(), w.double(), None if b is None else b.double())
-    assert out.shape == (3, 5, 30) and rel_error(out, exact) <= tolerance(dtype, ref.linear_relu(x, w, b), exact)
+    assert out.shape == (3, 5, 30) and rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, b), exact)
     if bias:  # an empty reduction: relu(bias) on every row (ATen's addmm would skip the ReLU)
         previous = cuda_ops.set_cuda_gemm_policy(2)
         try:
@@ -274,7 +315,7 @@ CENTER_CASES = [
 
 @pytest.mark.parametrize("shape,dim", CENTER_CASES)
 @pytest.mark.parametrize("dtype", ALL)
-def test_center_forward(cuda_ops, shape, dim, dtype):
+def test_center_forward(cuda_ops, gpu, shape, dim, dtype):
     x = randn(*shape, dtype=dtype, scale=3.0) + 1
     dims = None if dim is None else [dim] if isinstance(dim, int) else list(dim)
     out = cuda_ops.center(x, dims)
@@ -283,7 +324,7 @@ def test_center_forward(cuda_ops, shape, dim, dtype):
     if out.numel():
         tol = 1e-6 if dtype == torch.float32 else 1e-13 if dtype == torch.float64 else None
         if tol is None:
-            tol = 2 * rel_error(ref.center(x, None if dims is None else tuple(dims)), exact) + 1e-6
+            tol = eager_bound(rel_error(ref.center(x, None if dims is None else tuple(dims)), exact))
         assert rel_error(out, exact) <= tol
         assert torch.equal(out, cuda_ops.center(x, dims)), "not deterministic"
 
@@ -330,7 +371,7 @@ def test_fixed_hidden_mlp_forward_and_halvings(cuda_ops, m, f, scale, dtype, ret
     expected, expected_k = ref.fixed_hidden_mlp(x, w, b, c, return_sum, return_halvings=True)
     assert int(k) == expected_k and out.shape == expected.shape
     exact = ref.fixed_hidden_mlp(x.double(), w.double(), b.double(), c.double(), return_sum)
-    tol = 1e-12 if dtype == torch.float64 else 2 * rel_error(expected, exact) + 1e-5
+    tol = 1e-12 if dtype == torch.float64 else eager_bound(rel_error(expected, exact), slack=1e-5)
     assert rel_error(out, exact) <= tol
     h2 = torch.relu(torch.nn.functional.linear(x.double(), w.double(), b.double()) @ c.double() + 1)
     assert rel_error(hidden, h2) <= (1e-12 if dtype == torch.float64 else 1e-5)
@@ -339,7 +380,7 @@ def test_fixed_hidden_mlp_forward_and_halvings(cuda_ops, m, f, scale, dtype, ret
 @pytest.mark.parametrize("m,f", [(2, 20), (64, 20), (40, 64), (130, 70)])
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("return_sum", [True, False])
-def test_fixed_hidden_mlp_half_precision(cuda_ops, m, f, dtype, return_sum):
+def test_fixed_hidden_mlp_half_precision(cuda_ops, gpu, m, f, dtype, return_sum):
     w, b, c = fixed_hidden_params(f, dtype, scale=3.0)
     x = randn(m, f, dtype=dtype, seed=5, scale=3.0)
     check_half_precision(cuda_ops.fixed_hidden_mlp, x, w, b, c, return_sum)
@@ -369,7 +410,7 @@ def test_fixed_hidden_mlp_non_finite(cuda_ops, m, f):
 @pytest.mark.parametrize("m,f", [(2, 20), (64, 20), (40, 64), (3, 100)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("return_sum", [True, False])
-def test_fixed_hidden_mlp_backward(cuda_ops, m, f, dtype, return_sum):
+def test_fixed_hidden_mlp_backward(cuda_ops, gpu, m, f, dtype, return_sum):
     check_fixed_hidden_backward(cuda_ops, m, f, dtype, return_sum)
 
 
@@ -411,5 +452,5 @@ def check_fixed_hidden_backward(cuda_ops, m, f, dtype, return_sum):
     exact = autograd_grads(torch.float64)
     eager = autograd_grads(dtype)
     for got, same_dtype, want in zip((gi, gw, gb), eager, exact):
-        tol = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype) or 2 * rel_error(same_dtype, want) + 1e-6
+        tol = tolerance(dtype, rel_error(same_dtype, want))
         assert got.dtype == dtype and rel_error(got, want) <= tol

@@ -9,8 +9,8 @@ from torch import nn
 
 import fastlayers
 from fastlayers import FusedLinearReLU
+from fastlayers.testing import rel_error
 
-from .conftest import rel_error
 
 
 def test_same_parameters_and_default_init_as_nn_linear():
@@ -29,8 +29,10 @@ def test_state_dict_loads_both_ways_with_nn_linear():
     fused.load_state_dict(linear.state_dict())
     x = torch.randn(3, 8)
     assert torch.allclose(fused(x), torch.relu(linear(x)), atol=1e-6)
-    other = nn.Linear(8, 5)
-    other.load_state_dict(FusedLinearReLU(8, 5).state_dict())
+    source, other = FusedLinearReLU(8, 5), nn.Linear(8, 5)
+    other.load_state_dict(source.state_dict())
+    assert torch.equal(other.weight, source.weight) and torch.equal(other.bias, source.bias)
+    assert torch.allclose(torch.relu(other(x)), source(x), atol=1e-6)
 
 
 def test_replaces_linear_relu_inside_sequential():
@@ -134,7 +136,13 @@ def test_build_info_matches_installed_torch():
     assert _build_info.TORCH_VERSION == torch.__version__
     has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key("fastlayers::linear_relu", "CUDA")
     assert has_cuda_kernel == _build_info.WITH_CUDA
-    assert fastlayers.__all__
+
+
+def test_public_names_are_importable_and_documented():
+    for name in fastlayers.__all__:
+        obj = getattr(fastlayers, name)
+        assert obj.__doc__, f"fastlayers.{name} has no docstring"
+    assert {"FusedLinearReLU", "LazyFusedLinearReLU", "Centered", "FixedHiddenMLP", "fuse"} <= set(fastlayers.__all__)
 
 
 def test_inside_distributed_data_parallel(tmp_path):

@@ -12,6 +12,8 @@ import fastlayers.functional as F
 import fastlayers.reference as ref
 from fastlayers import transforms
 
+from .chapter import ChapterCentered, ChapterFixedHiddenMLP
+
 D = torch.float64
 
 
@@ -111,12 +113,7 @@ def chapter_model(fused: bool):
     if fused:
         layers = [fastlayers.FusedLinearReLU(7, 6), fastlayers.Centered(-1), nn.Linear(6, 7), fastlayers.FixedHiddenMLP(7)]
     else:
-
-        class ChapterCentered(nn.Module):
-            def forward(self, x):
-                return ref.center(x, -1)
-
-        layers = [nn.Sequential(nn.Linear(7, 6), nn.ReLU()), ChapterCentered(), nn.Linear(6, 7), ref.ChapterFixedHiddenMLP(7)]
+        layers = [nn.Sequential(nn.Linear(7, 6), nn.ReLU()), ChapterCentered(-1), nn.Linear(6, 7), ChapterFixedHiddenMLP(7)]
     return nn.Sequential(*layers).to(D)
 
 

@@ -1,6 +1,6 @@
 // Runs fastlayers' CUDA kernels on the CPU, for tests on machines without a
 // GPU (CI, most development machines). Force-included (g++ -include) into
-// the csrc/*/cuda.cu sources, which build.py compiles as C++ after rewriting
+// the csrc/ .cu sources, which build.py compiles as C++ after rewriting
 // each `kernel<<<grid, block, shared, stream>>>(args)` into
 // `::emu::launch(...)`.
 //
@@ -18,8 +18,12 @@
 // What it cannot show: timing, the memory model (a missing __syncthreads()
 // between shared-memory writes and reads may go unnoticed unless it
 // deadlocks), register limits, or how inline PTX is assembled: the warp-level
-// matrix instructions are provided by mma.h here, written from the PTX ISA's
-// fragment layouts.
+// matrix instructions come from include/cuda_emulation_mma.h, written from
+// the PTX ISA's fragment layouts.
+//
+// The device's compute capability and SM count are a parameter
+// (include/ATen/cuda/CUDAContext.h), so that the kernels' architecture and
+// SM-count branches run under more than one GPU.
 #pragma once
 
 #include <ucontext.h>
@@ -227,6 +231,17 @@ inline thread_local std::vector<unsigned char> dynamic_shared_memory;
 inline thread_local uint64_t block_serial = 0;  // which block of which launch is running
 inline unsigned char* dynamic_shared() { return dynamic_shared_memory.data(); }
 
+// What the emulated kernels have done since the library was loaded, for
+// tests that check which path a launch took: launches, blocks run, and warp
+// mma instructions (one per warp).
+struct Counters {
+  int64_t launches = 0, blocks = 0, mma = 0;
+};
+inline Counters& counters() {
+  static Counters c;
+  return c;
+}
+
 struct LaunchConfig {
   dim3 grid;
   dim3 block;
@@ -257,6 +272,8 @@ void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) 
   if (cfg.shared > kDefaultSharedBytes) fail("dynamic shared memory above 48 KB without an opt-in");
 
   std::lock_guard<std::mutex> lock(launch_mutex());
+  ++counters().launches;
+  counters().blocks += int64_t(g.x) * g.y * g.z;
   std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
   dynamic_shared_memory.assign(cfg.shared, 0xff);  // garbage-like: NaN patterns for floats
   gridDim = g;
@@ -308,33 +325,10 @@ inline unsigned lane_id() { return block().thread() % 32; }
 }  // namespace emu
 
 inline void __syncthreads() { emu::block().wait(emu::Block::State::AtBlockBarrier); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  emu::check_full_mask(mask, "__syncwarp");
-  emu::warp_barrier();
-}
 
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   emu::check_full_mask(mask, "__shfl_xor_sync");
   if (width != 32) throw std::runtime_error("CUDA emulation: __shfl_xor_sync width != 32 is not emulated");
   return emu::shuffle_from(v, emu::lane_id() ^ static_cast<unsigned>(lane_mask));
-}
-
-template <typename T>
-T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
-  emu::check_full_mask(mask, "__shfl_sync");
-  if (width != 32) throw std::runtime_error("CUDA emulation: __shfl_sync width != 32 is not emulated");
-  return emu::shuffle_from(v, static_cast<unsigned>(src_lane));
-}
-
-template <typename T>
-T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  emu::check_full_mask(mask, "__shfl_down_sync");
-  if (width != 32) throw std::runtime_error("CUDA emulation: __shfl_down_sync width != 32 is not emulated");
-  const unsigned lane = emu::lane_id();
-  const unsigned char* lane0 = emu::publish(&v, sizeof(T));
-  T out = v;
-  if (lane + delta < 32) std::memcpy(&out, lane0 + size_t(lane + delta) * emu::Block::kSlotBytes, sizeof(T));
-  emu::warp_barrier();
-  return out;
 }

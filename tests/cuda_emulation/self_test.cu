@@ -3,10 +3,12 @@
 // tests/test_cuda_emulated.py checks that each bad one raises its error.
 // Built only into the emulated library (build.py), never into fastlayers.
 #include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -83,6 +85,27 @@ int64_t emulator_self_test(const std::string& name) {
   return result[0];
 }
 
+// Sets the emulated device's compute capability and SM count; returns the
+// previous ones as [major, minor, sms].
+std::vector<int64_t> emulator_set_device(int64_t major, int64_t minor, int64_t sms) {
+  TORCH_CHECK(major >= 3 && minor >= 0 && minor <= 9 && sms >= 1, "emulator_set_device: no such device: sm_", major,
+              minor, " with ", sms, " SMs");
+  cudaDeviceProp& p = emu::device_profile();
+  std::vector<int64_t> previous = {p.major, p.minor, p.multiProcessorCount};
+  p.major = static_cast<int>(major), p.minor = static_cast<int>(minor), p.multiProcessorCount = static_cast<int>(sms);
+  return previous;
+}
+
+// emu::counters() as [launches, blocks, mma].
+std::vector<int64_t> emulator_counters() {
+  const emu::Counters& c = emu::counters();
+  return {c.launches, c.blocks, c.mma};
+}
+
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(fastlayers_emulated, m) { m.def("emulator_self_test(str name) -> int", &emulator_self_test); }
+TORCH_LIBRARY_FRAGMENT(fastlayers_emulated, m) {
+  m.def("emulator_self_test(str name) -> int", &emulator_self_test);
+  m.def("emulator_set_device(int major, int minor, int sms) -> int[]", &emulator_set_device);
+  m.def("emulator_counters() -> int[]", &emulator_counters);
+}

@@ -51,6 +51,7 @@ float emulated_element(uint32_t reg, int half) {
 template <typename T>
 void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   static_assert(std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>);
+  if (emu::lane_id() == 0) ++emu::counters().mma;
   struct Fragments {
     uint32_t a[4], b[2];
   } mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};

@@ -1,30 +1,37 @@
-// CUDA emulation (see ../../../emulator.h): the device an H100 reports.
+// CUDA emulation (see ../../../emulator.h): the device the kernels see. Its
+// properties are a parameter (emu::device_profile(), set through the
+// emulator_set_device op of self_test.cu), so that the kernels' branches on
+// the architecture and on the SM count run under more than one GPU. The
+// default is an H100's: sm_90 with 132 SMs.
 #pragma once
 #include <c10/cuda/CUDAStream.h>
 
 struct cudaDeviceProp {
   int major = 9, minor = 0;
   int multiProcessorCount = 132;
-  size_t sharedMemPerBlock = 48 * 1024;
-  size_t sharedMemPerBlockOptin = 227 * 1024;
 };
 
+namespace emu {
+inline cudaDeviceProp& device_profile() {
+  static cudaDeviceProp props;
+  return props;
+}
+}  // namespace emu
+
 enum cudaError_t { cudaSuccess = 0 };
+// The code a kernel runs was compiled for the emulated device itself.
 struct cudaFuncAttributes {
-  int ptxVersion = 90, binaryVersion = 90;
+  int ptxVersion = 0;
 };
 template <typename Function>
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, Function) {
-  *attributes = cudaFuncAttributes{};
+  attributes->ptxVersion = emu::device_profile().major * 10 + emu::device_profile().minor;
   return cudaSuccess;
 }
 
 namespace at {
 namespace cuda {
-inline cudaDeviceProp* getCurrentDeviceProperties() {
-  static cudaDeviceProp props;
-  return &props;
-}
+inline cudaDeviceProp* getCurrentDeviceProperties() { return &emu::device_profile(); }
 using c10::cuda::getCurrentCUDAStream;
 }  // namespace cuda
 }  // namespace at

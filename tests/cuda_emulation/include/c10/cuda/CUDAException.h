@@ -4,4 +4,3 @@
 #define C10_CUDA_KERNEL_LAUNCH_CHECK() \
   do {                                 \
   } while (0)
-#define C10_CUDA_CHECK(expr) (void)(expr)

@@ -7,10 +7,6 @@ namespace c10 {
 namespace cuda {
 struct CUDAGuard {
   explicit CUDAGuard(c10::Device) {}
-  explicit CUDAGuard(c10::DeviceIndex) {}
-};
-struct OptionalCUDAGuard {
-  explicit OptionalCUDAGuard(std::optional<c10::Device>) {}
 };
 }  // namespace cuda
 }  // namespace c10
