@@ -28,8 +28,10 @@ def find_cuda_home():
         candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
     candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
     for home in candidates:
-        if home and os.path.isfile(os.path.join(home, "bin", "nvcc")) and os.path.isfile(
-            os.path.join(home, "include", "cuda_runtime.h")
+        if (
+            home
+            and os.path.isfile(os.path.join(home, "bin", "nvcc"))
+            and os.path.isfile(os.path.join(home, "include", "cuda_runtime.h"))
         ):
             return home
     return None

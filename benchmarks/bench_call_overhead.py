@@ -19,8 +19,6 @@ from .anchors import EagerCentered, EagerFixedHiddenMLP
 from .timing import cpu_model, fmt_table, wall_us
 
 
-
-
 def cases():
     torch.manual_seed(0)
     x = torch.randn(2, 20)

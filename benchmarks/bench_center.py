@@ -60,7 +60,13 @@ def run(device, quick=False, compile_too=None):
 
 
 def main(argv=None):
-    bench_main(argv, __doc__, run, 'center, µs per call (wall: N calls then one sync; gpu: CUDA events, median); float32, x = randn + 3', 'fewer sizes, no torch.compile')
+    bench_main(
+        argv,
+        __doc__,
+        run,
+        "center, µs per call (wall: N calls then one sync; gpu: CUDA events, median); float32, x = randn + 3",
+        "fewer sizes, no torch.compile",
+    )
 
 
 if __name__ == "__main__":

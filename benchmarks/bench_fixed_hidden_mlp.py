@@ -72,7 +72,13 @@ def run(device, quick=False, compile_too=None):
 
 
 def main(argv=None):
-    bench_main(argv, __doc__, run, 'FixedHiddenMLP (return_sum=True), µs per call (wall: N calls then one sync)', 'no 65536x1024, no torch.compile')
+    bench_main(
+        argv,
+        __doc__,
+        run,
+        "FixedHiddenMLP (return_sum=True), µs per call (wall: N calls then one sync)",
+        "no 65536x1024, no torch.compile",
+    )
 
 
 if __name__ == "__main__":

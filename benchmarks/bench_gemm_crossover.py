@@ -25,12 +25,29 @@ from .timing import bench_main, wall_us
 OPS = torch.ops.fastlayers
 
 # (rows, in_features, out_features): 2^16 to 2^31 multiply-adds.
-SHAPES = [(16, 64, 64), (32, 128, 128), (64, 128, 256), (64, 256, 512), (128, 512, 512), (256, 512, 1024),
-          (512, 1024, 1024), (1024, 1024, 2048)]
+SHAPES = [
+    (16, 64, 64),
+    (32, 128, 128),
+    (64, 128, 256),
+    (64, 256, 512),
+    (128, 512, 512),
+    (256, 512, 1024),
+    (512, 1024, 1024),
+    (1024, 1024, 2048),
+]
 QUICK_SHAPES = [(32, 128, 128), (128, 512, 512), (512, 1024, 1024)]
 # 2^13 to 2^32 multiply-adds on the CPU.
-CPU_SHAPES = [(2, 20, 256), (16, 64, 64), (32, 128, 128), (64, 256, 256), (64, 512, 512), (256, 512, 512),
-              (256, 1024, 1024), (1024, 1024, 1024), (1024, 2048, 2048)]
+CPU_SHAPES = [
+    (2, 20, 256),
+    (16, 64, 64),
+    (32, 128, 128),
+    (64, 256, 256),
+    (64, 512, 512),
+    (256, 512, 512),
+    (256, 1024, 1024),
+    (1024, 1024, 1024),
+    (1024, 2048, 2048),
+]
 
 
 def time_policy(policy, x, w, b, g):
@@ -39,7 +56,9 @@ def time_policy(policy, x, w, b, g):
     with switch(policy), torch.no_grad():
         out = FL.linear_relu(x, w, b)
         fwd = wall_us(lambda: FL.linear_relu(x, w, b))
-        bwd = wall_us(lambda: (OPS.linear_relu_backward_input(g, out, w), OPS.linear_relu_backward_params(g, out, x, True)))
+        bwd = wall_us(
+            lambda: (OPS.linear_relu_backward_input(g, out, w), OPS.linear_relu_backward_params(g, out, x, True))
+        )
     return fwd, bwd
 
 
@@ -58,12 +77,18 @@ def run(device, quick=False):
             g = torch.randn(m, n, device=device, dtype=dtype)
             own_fwd, own_bwd = time_policy("fastlayers", x, w, b, g)
             vendor_fwd, vendor_bwd = time_policy("vendor", x, w, b, g)
-            rows.append({
-                "case": f"{m}x{k}->{n} {str(dtype)[6:]}",
-                "log2 macs": round(math.log2(m * k * n), 1),
-                "own fwd": own_fwd, "vendor fwd": vendor_fwd, "own bwd": own_bwd, "vendor bwd": vendor_bwd,
-                "fwd own ÷ vendor": vendor_fwd / own_fwd, "bwd own ÷ vendor": vendor_bwd / own_bwd,
-            })
+            rows.append(
+                {
+                    "case": f"{m}x{k}->{n} {str(dtype)[6:]}",
+                    "log2 macs": round(math.log2(m * k * n), 1),
+                    "own fwd": own_fwd,
+                    "vendor fwd": vendor_fwd,
+                    "own bwd": own_bwd,
+                    "vendor bwd": vendor_bwd,
+                    "fwd own ÷ vendor": vendor_fwd / own_fwd,
+                    "bwd own ÷ vendor": vendor_bwd / own_bwd,
+                }
+            )
     return rows
 
 

@@ -25,7 +25,10 @@ from .timing import bench_main, gpu_us, wall_us
 # (batch, in_features, out_features): the anchor shapes, from the chapter's 2x20 to 8192^3.
 GPU_SHAPES = [(2, 20, 256), (64, 512, 512), (256, 1024, 4096), (4096, 4096, 4096), (8192, 8192, 8192)]
 CPU_SHAPES = [(2, 20, 256), (64, 512, 512), (256, 1024, 1024), (1024, 1024, 1024), (4096, 1024, 4096)]
-QUICK_SHAPES = {"cpu": [(2, 20, 256), (64, 512, 512), (512, 512, 512)], "cuda": [(2, 20, 256), (64, 512, 512), (2048, 2048, 2048)]}
+QUICK_SHAPES = {
+    "cpu": [(2, 20, 256), (64, 512, 512), (512, 512, 512)],
+    "cuda": [(2, 20, 256), (64, 512, 512), (2048, 2048, 2048)],
+}
 
 
 def contenders(device, compile_too):
@@ -90,8 +93,11 @@ def bench_shape(m, k, n, dtype, device, compile_too):
             continue
         calls = [lambda a=a, f=f: f(*a) for a in fwd_sets]
         with torch.no_grad(), policy_for(name):
-            row_fwd[f"{name} wall"] = wall_us(calls[0], calls=(1 if huge else 3) if big and device == "cpu" else None,
-                                              repeats=3 if huge and device == "cpu" else 7)
+            row_fwd[f"{name} wall"] = wall_us(
+                calls[0],
+                calls=(1 if huge else 3) if big and device == "cpu" else None,
+                repeats=3 if huge and device == "cpu" else 7,
+            )
             if device == "cuda":
                 row_fwd[f"{name} gpu"] = gpu_us(calls, repeats=gpu_repeats)
 
@@ -102,12 +108,15 @@ def bench_shape(m, k, n, dtype, device, compile_too):
             f(*a).backward(g)
 
         with policy_for(name):
-            row_bwd[f"{name} wall"] = wall_us(step, calls=(1 if huge else 2) if big and device == "cpu" else None,
-                                              repeats=3 if huge and device == "cpu" else 7)
+            row_bwd[f"{name} wall"] = wall_us(
+                step,
+                calls=(1 if huge else 2) if big and device == "cpu" else None,
+                repeats=3 if huge and device == "cpu" else 7,
+            )
             if device == "cuda" and big:  # large shapes: GPU time decides
                 row_bwd[f"{name} gpu"] = gpu_us([step], repeats=gpu_repeats)
     for row in (row_fwd, row_bwd):
-        metric = " gpu" if f"fastlayers gpu" in row and big else " wall"
+        metric = " gpu" if "fastlayers gpu" in row and big else " wall"
         base = [v for key, v in row.items() if key.endswith(metric) and key.split(" ")[0] not in ("fastlayers", "own")]
         row["speedup vs best"] = min(base) / row["fastlayers" + metric] if base else None
         if "own kernel gpu" in row and "cublaslt gpu" in row:  # the hand-written kernel alone
@@ -132,7 +141,13 @@ def run(device, quick=False, compile_too=None):
 
 
 def main(argv=None):
-    bench_main(argv, __doc__, run, 'linear_relu, µs per call (wall: N calls then one sync; gpu: CUDA events, median)', 'fewer and smaller shapes, no torch.compile')
+    bench_main(
+        argv,
+        __doc__,
+        run,
+        "linear_relu, µs per call (wall: N calls then one sync; gpu: CUDA events, median)",
+        "fewer and smaller shapes, no torch.compile",
+    )
 
 
 if __name__ == "__main__":

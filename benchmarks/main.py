@@ -65,7 +65,12 @@ def check_ops(device):
             (grad,) = torch.autograd.grad(out, xd, g.to(dtype))
             eager = ref.center(xd, d)
             (eager_grad,) = torch.autograd.grad(eager, xd, g.to(dtype))
-            errs = [rel_error(out, expected), rel_error(eager, expected), rel_error(grad, grad64), rel_error(eager_grad, grad64)]
+            errs = [
+                rel_error(out, expected),
+                rel_error(eager, expected),
+                rel_error(grad, grad64),
+                rel_error(eager_grad, grad64),
+            ]
             bound = tolerance(dtype, errs[1])
             ok &= errs[0] <= bound
             name = f"center dim={dim}"
@@ -106,7 +111,9 @@ def digits_demo(device, epochs=60):
     def model(fused):
         torch.manual_seed(0)
         if fused:
-            return nn.Sequential(fastlayers.FusedLinearReLU(64, 256), fastlayers.FusedLinearReLU(256, 128), nn.Linear(128, 10))
+            return nn.Sequential(
+                fastlayers.FusedLinearReLU(64, 256), fastlayers.FusedLinearReLU(256, 128), nn.Linear(128, 10)
+            )
         return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
 
     print(f"{'layers':<26}{'train loss':>11}{'test acc':>10}{'ms/epoch':>10}")
@@ -138,7 +145,11 @@ def main(argv=None):
     ok = check_ops(args.device)
     digits_demo(args.device)
     print("\n== 3. benchmark")
-    for name, bench in (("linear_relu", bench_linear_relu), ("center", bench_center), ("fixed_hidden_mlp", bench_fixed_hidden_mlp)):
+    for name, bench in (
+        ("linear_relu", bench_linear_relu),
+        ("center", bench_center),
+        ("fixed_hidden_mlp", bench_fixed_hidden_mlp),
+    ):
         bench_args = ["--device", args.device] + ([] if args.full else ["--quick"])
         if args.results:
             os.makedirs(args.results, exist_ok=True)

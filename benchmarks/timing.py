@@ -73,7 +73,15 @@ def fmt_table(rows, columns):
 
 
 # Ratio columns: printed last, with two decimals.
-RATIO_COLUMNS = ("of bw limit", "vs eager", "own vs cublaslt", "own vs onednn", "speedup vs best", "fwd own ÷ vendor", "bwd own ÷ vendor")
+RATIO_COLUMNS = (
+    "of bw limit",
+    "vs eager",
+    "own vs cublaslt",
+    "own vs onednn",
+    "speedup vs best",
+    "fwd own ÷ vendor",
+    "bwd own ÷ vendor",
+)
 
 
 def cpu_model():

@@ -17,14 +17,18 @@ namespace {
 // Sets the CUDA matrix-product policy (0 auto, 1 fastlayers, 2 vendor; see
 // common/gemm_policy.h) and returns the previous one.
 int64_t set_cuda_gemm_policy(int64_t policy) {
-  TORCH_CHECK(policy >= 0 && policy <= 2, "fastlayers::set_cuda_gemm_policy: argument 'policy' must be 0 (auto), "
-              "1 (fastlayers) or 2 (vendor), got ", policy);
+  TORCH_CHECK(policy >= 0 && policy <= 2,
+              "fastlayers::set_cuda_gemm_policy: argument 'policy' must be 0 (auto), "
+              "1 (fastlayers) or 2 (vendor), got ",
+              policy);
   return fastlayers::cuda_gemm_policy().exchange(policy);
 }
 
 int64_t set_cpu_gemm_policy(int64_t policy) {
-  TORCH_CHECK(policy >= 0 && policy <= 2, "fastlayers::set_cpu_gemm_policy: argument 'policy' must be 0 (auto), "
-              "1 (fastlayers) or 2 (vendor), got ", policy);
+  TORCH_CHECK(policy >= 0 && policy <= 2,
+              "fastlayers::set_cpu_gemm_policy: argument 'policy' must be 0 (auto), "
+              "1 (fastlayers) or 2 (vendor), got ",
+              policy);
   return fastlayers::cpu_gemm_policy().exchange(policy);
 }
 
@@ -58,7 +62,6 @@ TORCH_LIBRARY(fastlayers, m) {
 // `import fastlayers._C` runs the registrations above; the module itself
 // holds nothing.
 extern "C" PyObject* PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1,
-                               nullptr};
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module);
 }

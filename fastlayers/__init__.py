@@ -1,9 +1,14 @@
 """fastlayers: fused PyTorch layers with hand-written CPU and CUDA kernels."""
 
-from . import backends, functional, reference, testing
-from .modules import LINEAR_TYPES, Centered, FixedHiddenMLP, FusedLinearReLU, LazyFusedLinearReLU
+from . import (
+    backends,
+    functional,
+    reference,
+    sharding,  # noqa: F401  (DTensor sharding rules)
+    testing,
+)
 from .fusion import FuseReport, fuse
-from . import sharding  # noqa: F401  (DTensor sharding rules)
+from .modules import LINEAR_TYPES, Centered, FixedHiddenMLP, FusedLinearReLU, LazyFusedLinearReLU
 
 __all__ = [
     "backends",

@@ -11,9 +11,7 @@ _BUILD_HINT = (
 try:
     from . import _build_info
 except ImportError:
-    raise ImportError(
-        "fastlayers: the compiled extension fastlayers._C has not been built. " + _BUILD_HINT
-    ) from None
+    raise ImportError("fastlayers: the compiled extension fastlayers._C has not been built. " + _BUILD_HINT) from None
 
 if _build_info.TORCH_VERSION != torch.__version__:
     raise ImportError(

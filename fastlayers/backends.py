@@ -33,7 +33,9 @@ def cuda_gemm(policy):
     and CUDA-graph captures, not inside them.
     """
     if policy not in _CUDA_GEMM_POLICIES:
-        raise ValueError(f"fastlayers.backends.cuda_gemm: policy must be one of {sorted(_CUDA_GEMM_POLICIES)}, got {policy!r}")
+        raise ValueError(
+            f"fastlayers.backends.cuda_gemm: policy must be one of {sorted(_CUDA_GEMM_POLICIES)}, got {policy!r}"
+        )
     with _scoped(torch.ops.fastlayers.set_cuda_gemm_policy, _CUDA_GEMM_POLICIES[policy]):
         yield
 
@@ -57,7 +59,9 @@ def cpu_gemm(policy):
     Read when an op runs: set it outside compiled regions.
     """
     if policy not in _CPU_GEMM_POLICIES:
-        raise ValueError(f"fastlayers.backends.cpu_gemm: policy must be one of {sorted(_CPU_GEMM_POLICIES)}, got {policy!r}")
+        raise ValueError(
+            f"fastlayers.backends.cpu_gemm: policy must be one of {sorted(_CPU_GEMM_POLICIES)}, got {policy!r}"
+        )
     with _scoped(torch.ops.fastlayers.set_cpu_gemm_policy, _CPU_GEMM_POLICIES[policy]):
         yield
 

@@ -39,16 +39,20 @@ def _check_float(op: str, name: str, t: Optional[Tensor]) -> None:
     torch._check(t is not None, lambda: f"{op}: argument '{name}' must be a tensor, got an undefined tensor")
     torch._check(
         t.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-        lambda: f"{op}: argument '{name}' must be a floating-point tensor "
-        f"(float16, bfloat16, float32 or float64), got {_type_name(t.dtype)}",
+        lambda: (
+            f"{op}: argument '{name}' must be a floating-point tensor "
+            f"(float16, bfloat16, float32 or float64), got {_type_name(t.dtype)}"
+        ),
     )
 
 
 def _check_like(op: str, name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     torch._check(
         t.dtype == ref.dtype,
-        lambda: f"{op}: argument '{name}' has dtype {_type_name(t.dtype)} but '{ref_name}' has dtype "
-        f"{_type_name(ref.dtype)}",
+        lambda: (
+            f"{op}: argument '{name}' has dtype {_type_name(t.dtype)} but '{ref_name}' has dtype "
+            f"{_type_name(ref.dtype)}"
+        ),
     )
     torch._check(
         t.device == ref.device,
@@ -69,8 +73,10 @@ def _linear_relu_fake(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> 
     torch._check(input.dim() >= 1, lambda: f"{op}: argument 'input' must have at least 1 dimension")
     torch._check(
         input.shape[-1] == weight.shape[1],
-        lambda: f"{op}: input's last dimension ({input.shape[-1]}) must equal in_features = "
-        f"weight.size(1) ({weight.shape[1]})",
+        lambda: (
+            f"{op}: input's last dimension ({input.shape[-1]}) must equal in_features = "
+            f"weight.size(1) ({weight.shape[1]})"
+        ),
     )
     if bias is not None:
         _check_float(op, "bias", bias)
@@ -114,8 +120,10 @@ def center_dims(input: Tensor, dim: Optional[Sequence[int]]) -> list[int]:
     for d in dim:
         torch._check(
             -span <= d < span,
-            lambda: f"{op}: dim {d} is out of range for a tensor of {ndim} dimensions "
-            f"(expected a dim in [{-span}, {span - 1}])",
+            lambda: (
+                f"{op}: dim {d} is out of range for a tensor of {ndim} dimensions "
+                f"(expected a dim in [{-span}, {span - 1}])"
+            ),
         )
         w = d + span if d < 0 else d
         torch._check(w not in dims, lambda: f"{op}: dim {w} appears more than once in dim={list(dim)}")
@@ -151,7 +159,9 @@ def _fixed_hidden_mlp_fake(
         lambda: f"{op}: argument 'weight' must be a square [features, features] matrix, got {tuple(weight.shape)}",
     )
     f = weight.shape[0]
-    torch._check(input.dim() >= 1 and input.shape[-1] == f, lambda: f"{op}: input's last dimension must equal features = {f}")
+    torch._check(
+        input.dim() >= 1 and input.shape[-1] == f, lambda: f"{op}: input's last dimension must equal features = {f}"
+    )
     torch._check(tuple(rand_weight.shape) == (f, f), lambda: f"{op}: argument 'rand_weight' must have shape [{f}, {f}]")
     torch._check(tuple(bias.shape) == (f,), lambda: f"{op}: argument 'bias' must have shape [{f}]")
     rows = 1

@@ -102,7 +102,9 @@ def _register():
     # may stay sharded, so center is registered only where its dim can be
     # made part of the key (else DTensor says it has no rule, rather than
     # silently centering a sharded dim).
-    infos = getattr(getattr(getattr(DTensor, "_op_dispatcher", None), "sharding_propagator", None), "op_to_schema_info", None)
+    infos = getattr(
+        getattr(getattr(DTensor, "_op_dispatcher", None), "sharding_propagator", None), "op_to_schema_info", None
+    )
     if isinstance(infos, dict):
         _key_on_args_from(infos, ops.linear_relu_backward_params.default, 3)
         register_sharding(ops.center.default)(rules["center"])

@@ -28,6 +28,7 @@ else:  # an older torch: the interpreter stack is empty outside transforms
     def transforms_active() -> bool:
         return torch._C._functorch.peek_interpreter_stack() is not None
 
+
 _linear_relu = torch.ops.fastlayers.linear_relu.default
 _center = torch.ops.fastlayers.center.default
 _fixed_hidden_mlp = torch.ops.fastlayers.fixed_hidden_mlp.default

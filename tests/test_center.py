@@ -10,8 +10,8 @@ from fastlayers import Centered
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 from fastlayers.testing import eager_bound, rel_error
-from .conftest import CHECKED_DEVICES
 
+from .conftest import CHECKED_DEVICES
 
 OPS = torch.ops.fastlayers
 
@@ -87,7 +87,9 @@ def test_deterministic(device):
         assert torch.equal(FL.center(x, dim), FL.center(x, dim))
 
 
-@pytest.mark.parametrize("shape,dim", [((4, 5), None), ((4, 5), 1), ((3, 4, 2), (0, 2)), ((3, 1), 0), ((0, 3), 1), ((), None)])
+@pytest.mark.parametrize(
+    "shape,dim", [((4, 5), None), ((4, 5), 1), ((3, 4, 2), (0, 2)), ((3, 1), 0), ((0, 3), 1), ((), None)]
+)
 def test_gradcheck_and_gradgradcheck(shape, dim, device):
     x = randn(shape, torch.float64, device).requires_grad_()
     fn = lambda t: FL.center(t, dim)  # noqa: E731

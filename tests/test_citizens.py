@@ -19,7 +19,6 @@ from fastlayers.testing import eager_bound, rel_error
 
 from .chapter import ChapterCentered, ChapterFixedHiddenMLP
 
-
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 AUTOCAST = [
@@ -157,7 +156,9 @@ def test_state_dict_with_weights_only_and_the_whole_module():
     buffer = io.BytesIO()
     torch.save(net.state_dict(), buffer)
     buffer.seek(0)
-    clone = nn.Sequential(FusedLinearReLU(10, 12), Centered(-1), nn.Linear(12, 10), FixedHiddenMLP(10, return_sum=False))
+    clone = nn.Sequential(
+        FusedLinearReLU(10, 12), Centered(-1), nn.Linear(12, 10), FixedHiddenMLP(10, return_sum=False)
+    )
     clone.load_state_dict(torch.load(buffer, weights_only=True))
     assert torch.equal(clone(x), net(x))
     whole = io.BytesIO()
@@ -192,7 +193,9 @@ def test_saved_in_one_process_bit_identical_in_a_fresh_one(tmp_path):
         import fastlayers
         from fastlayers import Centered, FixedHiddenMLP, FusedLinearReLU
         saved = torch.load({str(tmp_path / "sd.pt")!r}, weights_only=True)
-        net = nn.Sequential(FusedLinearReLU(10, 12), Centered(-1), nn.Linear(12, 10), FixedHiddenMLP(10, return_sum=False))
+        net = nn.Sequential(
+            FusedLinearReLU(10, 12), Centered(-1), nn.Linear(12, 10), FixedHiddenMLP(10, return_sum=False)
+        )
         net.load_state_dict(saved["state"])
         whole = torch.load({str(tmp_path / "whole.pt")!r}, weights_only=False)
         torch.save((net(saved["x"]), whole(saved["x"])), {str(tmp_path / "fresh.pt")!r})
@@ -259,7 +262,11 @@ def test_export_with_a_dynamic_batch_dimension():
     batch = torch.export.Dim("batch", min=2, max=1024)
     exported = torch.export.export(net, (torch.randn(4, 10),), dynamic_shapes=({0: batch},))
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
-    assert {"fastlayers.linear_relu.default", "fastlayers.center.default", "fastlayers.fixed_hidden_mlp.default"} <= targets
+    assert {
+        "fastlayers.linear_relu.default",
+        "fastlayers.center.default",
+        "fastlayers.fixed_hidden_mlp.default",
+    } <= targets
     for rows in (2, 7, 33):
         x = torch.randn(rows, 10)
         assert torch.equal(exported.module()(x), net(x))

@@ -15,7 +15,6 @@ from fastlayers import functional as FL
 from fastlayers import reference as ref
 from fastlayers.testing import eager_bound, rel_error, tolerance
 
-
 INFO = backends.cpu_info()
 print(f"\nfastlayers CPU kernels: {INFO}")
 
@@ -175,11 +174,15 @@ print(info["active"], "|", info["amx"], "|", ",".join(info["supported"]))
 def test_without_the_tile_unit_the_kernels_fall_back_cleanly():
     # FASTLAYERS_CPU_AMX=0 takes the path of a refused tile-state request:
     # AMX is not offered, the next rung runs, and asking for AMX is an error.
-    active, amx, supported = run_python(
-        CHECK_RESULT + "\ntry:\n    torch.ops.fastlayers.set_cpu_isa(4)\nexcept RuntimeError as e:\n"
-        "    assert 'cannot run the' in str(e)\nelse:\n    raise SystemExit('amx accepted')\n",
-        FASTLAYERS_CPU_AMX="0",
-    ).strip().split(" | ")
+    active, amx, supported = (
+        run_python(
+            CHECK_RESULT + "\ntry:\n    torch.ops.fastlayers.set_cpu_isa(4)\nexcept RuntimeError as e:\n"
+            "    assert 'cannot run the' in str(e)\nelse:\n    raise SystemExit('amx accepted')\n",
+            FASTLAYERS_CPU_AMX="0",
+        )
+        .strip()
+        .split(" | ")
+    )
     assert "amx" not in supported.split(",")
     assert active == INFO["default"]
     if "amx" in INFO["supported"] or INFO["amx"].startswith("turned off") or "refused" in INFO["amx"]:

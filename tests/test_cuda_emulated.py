@@ -19,8 +19,8 @@ from torch.nn import functional as TF
 from fastlayers import reference as ref
 from fastlayers.testing import eager_bound, rel_error, tolerance
 
-from .cuda_emulation import build
 from .checks import check_half_precision
+from .cuda_emulation import build
 
 LOW = (torch.float16, torch.bfloat16)
 ALL = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -48,9 +48,25 @@ def test_no_kernel_reads_or_writes_out_of_bounds_in_either_thread_order():
     here = os.path.dirname(os.path.abspath(__file__))
     result = subprocess.run(
         # --capture=no: a sanitizer stops the process, and its report must reach our stderr
-        [sys.executable, "-m", "pytest", "-q", "-x", "--capture=no", "-p", "no:cacheprovider", os.path.abspath(__file__),
-         "-k", "not out_of_bounds_in_either"],
-        cwd=os.path.dirname(here), env=env, capture_output=True, text=True, timeout=1800)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "--capture=no",
+            "-p",
+            "no:cacheprovider",
+            os.path.abspath(__file__),
+            "-k",
+            "not out_of_bounds_in_either",
+        ],
+        cwd=os.path.dirname(here),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     report = result.stderr[-6000:] + result.stdout[-2000:]
     assert result.returncode == 0 and "Sanitizer" not in report and "runtime error" not in report, report
 
@@ -115,13 +131,26 @@ def bound(dtype, eager, exact):
 # ---------------------------------------------------------------- linear_relu
 # (rows, in_features, out_features): the small-row kernel (<= 8 rows), the
 # tiled kernel across tile edges, several column tiles, empty reductions.
-LINEAR_SHAPES = [(2, 20, 256), (1, 7, 5), (8, 33, 9), (9, 20, 70), (67, 130, 70), (130, 17, 129), (5, 0, 6), (64, 64, 0)]
+LINEAR_SHAPES = [
+    (2, 20, 256),
+    (1, 7, 5),
+    (8, 33, 9),
+    (9, 20, 70),
+    (67, 130, 70),
+    (130, 17, 129),
+    (5, 0, 6),
+    (64, 64, 0),
+]
 
 
 @pytest.mark.parametrize("m,k,n", LINEAR_SHAPES)
 @pytest.mark.parametrize("dtype", ALL)
 def test_linear_relu_forward(cuda_ops, gpu, m, k, n, dtype):
-    x, w, b = randn(m, k, dtype=dtype), randn(n, k, dtype=dtype, seed=1, scale=k**-0.5 if k else 1), randn(n, dtype=dtype, seed=2)
+    x, w, b = (
+        randn(m, k, dtype=dtype),
+        randn(n, k, dtype=dtype, seed=1, scale=k**-0.5 if k else 1),
+        randn(n, dtype=dtype, seed=2),
+    )
     for bias in (b, None):
         out = cuda_ops.linear_relu(x, w, bias)
         exact = ref.linear_relu(x.double(), w.double(), None if bias is None else bias.double())
@@ -352,8 +381,11 @@ def test_center_strided_input(cuda_ops):
 
 # ------------------------------------------------------------ FixedHiddenMLP
 def fixed_hidden_params(f, dtype, seed=0, scale=1.0):
-    return (randn(f, f, dtype=dtype, seed=seed, scale=scale / f**0.5), randn(f, dtype=dtype, seed=seed + 1, scale=scale),
-            torch.rand(f, f, generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64).to(dtype))
+    return (
+        randn(f, f, dtype=dtype, seed=seed, scale=scale / f**0.5),
+        randn(f, dtype=dtype, seed=seed + 1, scale=scale),
+        torch.rand(f, f, generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64).to(dtype),
+    )
 
 
 # (rows, features, scale): the single-block kernel (2x20, 64x20) and the
@@ -428,8 +460,9 @@ def test_fixed_hidden_mlp_vendor_route(cuda_ops, m, f, dtype, return_sum):
             check_half_precision(cuda_ops.fixed_hidden_mlp, x, w, b, c, return_sum)
         else:
             out, _, k = cuda_ops.fixed_hidden_mlp(x, w, b, c, return_sum)
-            exact, exact_k = ref.fixed_hidden_mlp(x.double(), w.double(), b.double(), c.double(), return_sum,
-                                                  return_halvings=True)
+            exact, exact_k = ref.fixed_hidden_mlp(
+                x.double(), w.double(), b.double(), c.double(), return_sum, return_halvings=True
+            )
             assert int(k) == exact_k and rel_error(out, exact) <= (1e-12 if dtype == torch.float64 else 1e-5)
         check_fixed_hidden_backward(cuda_ops, m, f, dtype, return_sum)
     finally:
@@ -442,6 +475,7 @@ def check_fixed_hidden_backward(cuda_ops, m, f, dtype, return_sum):
     out, hidden, k = cuda_ops.fixed_hidden_mlp(x, w, b, c, return_sum)
     grad = randn(*out.shape, dtype=dtype, seed=6)
     gi, gw, gb = cuda_ops.fixed_hidden_mlp_backward(grad, x, w, c, hidden, k, return_sum)
+
     def autograd_grads(dtype):  # the chapter's block, with k and the ReLU mask of the kernel's forward
         xd, wd, bd, cd = (t.detach().to(dtype, copy=True).requires_grad_() for t in (x, w, b, c))
         h2 = TF.relu(TF.linear(xd, wd, bd) @ cd + 1) * (hidden > 0)

@@ -42,7 +42,9 @@ def _worker(rank, case, out_dir, stacks_after_s):
     faulthandler.dump_traceback_later(stacks_after_s, file=stacks)
     try:
         store = dist.FileStore(str(out_dir / "store"), WORLD)
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+        dist.init_process_group(
+            "gloo", store=store, rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60)
+        )
         case(rank)
     except BaseException:
         # Written before the peer notices this rank is gone and fails in its

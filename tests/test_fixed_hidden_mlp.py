@@ -15,7 +15,6 @@ from .chapter import ChapterFixedHiddenMLP
 from .checks import check_half_precision
 from .conftest import CHECKED_DEVICES
 
-
 OPS = torch.ops.fastlayers
 
 
@@ -33,8 +32,16 @@ def inputs(shape, dtype, device, seed=1, scale=1.0):
 
 
 # (input shape, features, scale): k from 0 to about 60.
-SCALES = [((2, 20), 20, 1.0), ((64, 20), 20, 1.0), ((1, 3), 3, 1e-4), ((7, 33), 33, 1e3), ((3, 9), 9, 1e8),
-          ((5, 2, 16), 16, 1e-2), ((130, 70), 70, 1e6), ((4, 12), 12, 1e-9)]
+SCALES = [
+    ((2, 20), 20, 1.0),
+    ((64, 20), 20, 1.0),
+    ((1, 3), 3, 1e-4),
+    ((7, 33), 33, 1e3),
+    ((3, 9), 9, 1e8),
+    ((5, 2, 16), 16, 1e-2),
+    ((130, 70), 70, 1e6),
+    ((4, 12), 12, 1e-9),
+]
 
 
 @pytest.mark.parametrize("shape,f,scale", SCALES)

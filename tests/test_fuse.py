@@ -12,7 +12,7 @@ from torch import nn
 from torch.testing import assert_close
 
 import fastlayers
-from fastlayers import FuseReport, FusedLinearReLU, fuse
+from fastlayers import FusedLinearReLU, FuseReport, fuse
 
 
 def _kinds(seq: nn.Module) -> list[type]:
@@ -43,9 +43,7 @@ def _assert_same_function(eager: nn.Module, fused: nn.Module, x: torch.Tensor) -
 
 def _mlp(dtype=torch.float64) -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 3)
-    ).to(dtype)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 3)).to(dtype)
 
 
 def test_flat_sequential():
@@ -358,10 +356,16 @@ def test_sequential_that_a_custom_forward_indexes_is_left_alone():
 
 def test_fastlayers_and_torch_nn_composites_are_left_whole():
     torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Linear(8, 8), nn.ReLU(), fastlayers.FixedHiddenMLP(8, return_sum=False),
-        nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
-    ).double().eval()
+    net = (
+        nn.Sequential(
+            nn.Linear(8, 8),
+            nn.ReLU(),
+            fastlayers.FixedHiddenMLP(8, return_sum=False),
+            nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
+        )
+        .double()
+        .eval()
+    )
     fused, report = fuse(net, return_report=True)
     assert _kinds(fused)[:2] == [FusedLinearReLU, nn.Identity] and type(fused[2].linear) is nn.Linear
     assert type(fused[3].linear1) is nn.Linear

@@ -8,8 +8,8 @@ from fastlayers import backends
 from fastlayers import functional as FL
 from fastlayers import reference as ref
 from fastlayers.testing import eager_bound, rel_error, tolerance
-from .conftest import CHECKED_DEVICES
 
+from .conftest import CHECKED_DEVICES
 
 OPS = torch.ops.fastlayers
 
@@ -100,7 +100,9 @@ def test_gradcheck(shape, n, bias, device):
     assert torch.autograd.gradcheck(FL.linear_relu, args)
 
 
-@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (True, False, True)])
+@pytest.mark.parametrize(
+    "needs", [(True, False, False), (False, True, False), (False, False, True), (True, False, True)]
+)
 def test_gradcheck_partial_requires_grad(needs, device):
     x, w, b = make((9, 12), 8, torch.float64, device)
     for t, flag in zip((x, w, b), needs):
@@ -188,7 +190,9 @@ def test_bad_inputs_name_the_op_and_the_problem(device):
     for args, message in cases:
         with pytest.raises(RuntimeError, match=r"fastlayers::linear_relu.*" + message):
             FL.linear_relu(*args)
-    with pytest.raises(RuntimeError, match=r"fastlayers::linear_relu: argument 'weight' must be a tensor, got an undefined"):
+    with pytest.raises(
+        RuntimeError, match=r"fastlayers::linear_relu: argument 'weight' must be a tensor, got an undefined"
+    ):
         FL.linear_relu(x, None, b)
 
 

@@ -12,7 +12,6 @@ from fastlayers import FusedLinearReLU
 from fastlayers.testing import rel_error
 
 
-
 def test_same_parameters_and_default_init_as_nn_linear():
     torch.manual_seed(0)
     fused = FusedLinearReLU(20, 256)

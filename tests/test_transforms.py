@@ -55,7 +55,9 @@ def test_linear_relu_jacobians(transform, device):
 def test_linear_relu_grad_vjp_hessian(device):
     x, w, b = linear_relu_args(device)
     loss = lambda f: lambda x, w, b: (f(x, w, b) ** 2).sum()  # noqa: E731
-    close(grad(loss(F.linear_relu), argnums=(0, 1, 2))(x, w, b), grad(loss(ref.linear_relu), argnums=(0, 1, 2))(x, w, b))
+    close(
+        grad(loss(F.linear_relu), argnums=(0, 1, 2))(x, w, b), grad(loss(ref.linear_relu), argnums=(0, 1, 2))(x, w, b)
+    )
     out, pull = vjp(F.linear_relu, x, w, b)
     ref_out, ref_pull = vjp(ref.linear_relu, x, w, b)
     cot = torch.randn_like(out)
@@ -111,9 +113,19 @@ def test_fixed_hidden_mlp_vmap_halves_each_sample_on_its_own(device):
 def chapter_model(fused: bool):
     torch.manual_seed(0)
     if fused:
-        layers = [fastlayers.FusedLinearReLU(7, 6), fastlayers.Centered(-1), nn.Linear(6, 7), fastlayers.FixedHiddenMLP(7)]
+        layers = [
+            fastlayers.FusedLinearReLU(7, 6),
+            fastlayers.Centered(-1),
+            nn.Linear(6, 7),
+            fastlayers.FixedHiddenMLP(7),
+        ]
     else:
-        layers = [nn.Sequential(nn.Linear(7, 6), nn.ReLU()), ChapterCentered(-1), nn.Linear(6, 7), ChapterFixedHiddenMLP(7)]
+        layers = [
+            nn.Sequential(nn.Linear(7, 6), nn.ReLU()),
+            ChapterCentered(-1),
+            nn.Linear(6, 7),
+            ChapterFixedHiddenMLP(7),
+        ]
     return nn.Sequential(*layers).to(D)
 
 

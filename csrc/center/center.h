@@ -23,8 +23,7 @@ constexpr const char* kCenter = "fastlayers::center";
 
 // The dims to reduce, wrapped and sorted; every dim when `dim` is None or
 // empty. Rejects out-of-range and repeated dims.
-inline std::vector<int64_t> center_dims(const at::Tensor& input,
-                                        at::OptionalIntArrayRef dim) {
+inline std::vector<int64_t> center_dims(const at::Tensor& input, at::OptionalIntArrayRef dim) {
   check_floating(kCenter, "input", input);
   const int64_t ndim = input.dim();
   std::vector<int64_t> dims;
@@ -35,14 +34,11 @@ inline std::vector<int64_t> center_dims(const at::Tensor& input,
   for (const int64_t d : *dim) {
     // A 0-d tensor accepts dim 0 and -1, as torch.mean does.
     const int64_t range = std::max<int64_t>(ndim, 1);
-    TORCH_CHECK(d >= -range && d < range, kCenter, ": dim ", d,
-                " is out of range for a tensor of ", ndim,
-                " dimensions (expected a dim in [", -range, ", ", range - 1,
-                "])");
+    TORCH_CHECK(d >= -range && d < range, kCenter, ": dim ", d, " is out of range for a tensor of ", ndim,
+                " dimensions (expected a dim in [", -range, ", ", range - 1, "])");
     const int64_t wrapped = d < 0 ? d + range : d;
-    TORCH_CHECK(std::find(dims.begin(), dims.end(), wrapped) == dims.end(),
-                kCenter, ": dim ", wrapped, " appears more than once in dim=",
-                *dim);
+    TORCH_CHECK(std::find(dims.begin(), dims.end(), wrapped) == dims.end(), kCenter, ": dim ", wrapped,
+                " appears more than once in dim=", *dim);
     dims.push_back(wrapped);
   }
   std::sort(dims.begin(), dims.end());
@@ -51,19 +47,17 @@ inline std::vector<int64_t> center_dims(const at::Tensor& input,
 }
 
 struct CenterLayout {
-  at::Tensor x;                // contiguous, dims ordered [outer..., reduced..., inner...]
+  at::Tensor x;  // contiguous, dims ordered [outer..., reduced..., inner...]
   int64_t outer = 1, reduce = 1, inner = 1;
-  std::vector<int64_t> perm;   // x = input.permute(perm), empty if no permute
+  std::vector<int64_t> perm;  // x = input.permute(perm), empty if no permute
 };
 
 // Reduced dims that are adjacent keep the tensor's order (no copy for a
 // contiguous input); others are moved to the end by one permuted copy.
-inline CenterLayout center_layout(const at::Tensor& input,
-                                  const std::vector<int64_t>& dims) {
+inline CenterLayout center_layout(const at::Tensor& input, const std::vector<int64_t>& dims) {
   CenterLayout l;
   const int64_t ndim = input.dim();
-  const bool adjacent = dims.empty() || dims.back() - dims.front() + 1 ==
-                                            static_cast<int64_t>(dims.size());
+  const bool adjacent = dims.empty() || dims.back() - dims.front() + 1 == static_cast<int64_t>(dims.size());
   if (adjacent) {
     l.x = input.contiguous();
     const int64_t first = dims.empty() ? 0 : dims.front();
@@ -88,8 +82,7 @@ inline CenterLayout center_layout(const at::Tensor& input,
 }
 
 // The result in the input's dim order.
-inline at::Tensor center_result(const at::Tensor& out,
-                                const CenterLayout& l) {
+inline at::Tensor center_result(const at::Tensor& out, const CenterLayout& l) {
   if (l.perm.empty()) return out;
   std::vector<int64_t> inverse(l.perm.size());
   for (size_t i = 0; i < l.perm.size(); ++i) inverse[l.perm[i]] = i;

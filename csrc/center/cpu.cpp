@@ -24,8 +24,8 @@ using cpu::maybe_parallel;
 template <typename T>
 using CenterAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-constexpr int64_t kChunk = int64_t(1) << 15;      // elements per partial sum
-constexpr int64_t kSerial = int64_t(1) << 16;     // below this, one thread
+constexpr int64_t kChunk = int64_t(1) << 15;   // elements per partial sum
+constexpr int64_t kSerial = int64_t(1) << 16;  // below this, one thread
 
 #define FASTLAYERS_INLINE inline __attribute__((always_inline))
 
@@ -93,28 +93,27 @@ struct Loops {
   void (*rows)(const T*, T*, int64_t, int64_t, int64_t);
 };
 
-#define FASTLAYERS_CENTER_LOOPS(ATTR, NAME)                                                           \
-  template <typename T, typename Acc>                                                                 \
-  ATTR Acc NAME##_shifted_sum(const T* x, int64_t n, Acc shift) {                                     \
-    return shifted_sum_body<T, Acc>(x, n, shift);                                                     \
-  }                                                                                                   \
-  template <typename T, typename Acc>                                                                 \
-  ATTR void NAME##_subtract(const T* x, T* y, int64_t n, Acc shift, Acc offset) {                    \
-    subtract_body<T, Acc>(x, y, n, shift, offset);                                                    \
-  }                                                                                                   \
-  template <typename T, typename Acc>                                                                 \
-  ATTR void NAME##_column_sums(const T* x, int64_t rows, int64_t stride, int64_t width,               \
-                               const Acc* shift, Acc* sums) {                                         \
-    column_sums_body<T, Acc>(x, rows, stride, width, shift, sums);                                    \
-  }                                                                                                   \
-  template <typename T, typename Acc>                                                                 \
-  ATTR void NAME##_column_subtract(const T* x, T* y, int64_t rows, int64_t stride, int64_t width,     \
-                                   const Acc* shift, const Acc* offset) {                             \
-    column_subtract_body<T, Acc>(x, y, rows, stride, width, shift, offset);                           \
-  }                                                                                                   \
-  template <typename T, typename Acc>                                                                 \
-  ATTR void NAME##_rows(const T* x, T* y, int64_t reduce, int64_t begin, int64_t end) {               \
-    center_rows_body<T, Acc>(x, y, reduce, begin, end);                                               \
+#define FASTLAYERS_CENTER_LOOPS(ATTR, NAME)                                                                            \
+  template <typename T, typename Acc>                                                                                  \
+  ATTR Acc NAME##_shifted_sum(const T* x, int64_t n, Acc shift) {                                                      \
+    return shifted_sum_body<T, Acc>(x, n, shift);                                                                      \
+  }                                                                                                                    \
+  template <typename T, typename Acc>                                                                                  \
+  ATTR void NAME##_subtract(const T* x, T* y, int64_t n, Acc shift, Acc offset) {                                      \
+    subtract_body<T, Acc>(x, y, n, shift, offset);                                                                     \
+  }                                                                                                                    \
+  template <typename T, typename Acc>                                                                                  \
+  ATTR void NAME##_column_sums(const T* x, int64_t rows, int64_t stride, int64_t width, const Acc* shift, Acc* sums) { \
+    column_sums_body<T, Acc>(x, rows, stride, width, shift, sums);                                                     \
+  }                                                                                                                    \
+  template <typename T, typename Acc>                                                                                  \
+  ATTR void NAME##_column_subtract(const T* x, T* y, int64_t rows, int64_t stride, int64_t width, const Acc* shift,    \
+                                   const Acc* offset) {                                                                \
+    column_subtract_body<T, Acc>(x, y, rows, stride, width, shift, offset);                                            \
+  }                                                                                                                    \
+  template <typename T, typename Acc>                                                                                  \
+  ATTR void NAME##_rows(const T* x, T* y, int64_t reduce, int64_t begin, int64_t end) {                                \
+    center_rows_body<T, Acc>(x, y, reduce, begin, end);                                                                \
   }
 
 FASTLAYERS_CENTER_LOOPS(, portable)
@@ -127,10 +126,12 @@ template <typename T, typename Acc>
 Loops<T, Acc> select_loops() {
 #if defined(__x86_64__)
   const cpu::Isa isa = cpu::active_isa();
-  if (isa >= cpu::Isa::Avx512) return {&avx512_shifted_sum<T, Acc>, &avx512_subtract<T, Acc>, &avx512_column_sums<T, Acc>,
-                      &avx512_column_subtract<T, Acc>, &avx512_rows<T, Acc>};
-  if (isa >= cpu::Isa::Avx2) return {&avx2_shifted_sum<T, Acc>, &avx2_subtract<T, Acc>, &avx2_column_sums<T, Acc>,
-                    &avx2_column_subtract<T, Acc>, &avx2_rows<T, Acc>};
+  if (isa >= cpu::Isa::Avx512)
+    return {&avx512_shifted_sum<T, Acc>, &avx512_subtract<T, Acc>, &avx512_column_sums<T, Acc>,
+            &avx512_column_subtract<T, Acc>, &avx512_rows<T, Acc>};
+  if (isa >= cpu::Isa::Avx2)
+    return {&avx2_shifted_sum<T, Acc>, &avx2_subtract<T, Acc>, &avx2_column_sums<T, Acc>, &avx2_column_subtract<T, Acc>,
+            &avx2_rows<T, Acc>};
 #endif
   return {&portable_shifted_sum<T, Acc>, &portable_subtract<T, Acc>, &portable_column_sums<T, Acc>,
           &portable_column_subtract<T, Acc>, &portable_rows<T, Acc>};
@@ -167,8 +168,7 @@ void center_rows(const T* x, T* y, int64_t outer, int64_t reduce, const Loops<T,
 // rows; each block's column sums (float) are combined in double, in block
 // order, then a second pass subtracts. Shifts are each group's first row.
 template <typename T, typename Acc>
-void center_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner,
-                    const Loops<T, Acc>& loops) {
+void center_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner, const Loops<T, Acc>& loops) {
   const int64_t rows_per_block = std::max<int64_t>(1, kChunk / inner);
   const int64_t blocks = (reduce + rows_per_block - 1) / rows_per_block;
   const bool serial = outer * reduce * inner <= kSerial;

@@ -39,9 +39,9 @@ using cuda::warp_sum;
 template <typename T>
 using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-constexpr int kWarpRowMax = 1024;   // elements a warp keeps in registers (32 per lane)
+constexpr int kWarpRowMax = 1024;  // elements a warp keeps in registers (32 per lane)
 constexpr int kBlock = 256;
-constexpr int64_t kChunk = 8192;    // elements per partial sum of a long group
+constexpr int64_t kChunk = 8192;  // elements per partial sum of a long group
 constexpr int64_t kOneBlockMax = int64_t(1) << 16;
 
 // V elements of T, loaded and stored as one 16-byte (or narrower) access.
@@ -131,25 +131,28 @@ __global__ void __launch_bounds__(kBlock) center_rows_block_kernel(const T* x, T
   const T* xr = x + static_cast<int64_t>(blockIdx.x) * reduce;
   T* yr = y + static_cast<int64_t>(blockIdx.x) * reduce;
   const A shift = static_cast<A>(xr[0]);
-  const A offset = cuda::block_sum<kBlock>(shifted_sum<V>(xr, 0, reduce, shift)) / static_cast<A>(reduce);  // mean - shift: small
+  const A offset =
+      cuda::block_sum<kBlock>(shifted_sum<V>(xr, 0, reduce, shift)) / static_cast<A>(reduce);  // mean - shift: small
   store_centered<V>(xr, yr, 0, reduce, shift, offset);
 }
 
 // partial[o * chunks + c] = sum of (x - shift_o) over chunk c of group o.
 template <int V, typename T>
-__global__ void __launch_bounds__(kBlock) partial_sums_kernel(const T* x, int64_t reduce, int64_t chunks, Acc<T>* partial) {
+__global__ void __launch_bounds__(kBlock)
+    partial_sums_kernel(const T* x, int64_t reduce, int64_t chunks, Acc<T>* partial) {
   using A = Acc<T>;
   const int64_t c = blockIdx.x, o = blockIdx.y;
   const T* xr = x + o * reduce;
-  const A sum = cuda::block_sum<kBlock>(shifted_sum<V>(xr, c * kChunk, std::min(reduce, (c + 1) * kChunk), static_cast<A>(xr[0])));
+  const A sum = cuda::block_sum<kBlock>(
+      shifted_sum<V>(xr, c * kChunk, std::min(reduce, (c + 1) * kChunk), static_cast<A>(xr[0])));
   if (threadIdx.x == 0) partial[o * chunks + c] = sum;
 }
 
 // offset[o] = mean_o - shift_o = sum of group o's partials / reduce, in a
 // fixed order.
 template <typename T>
-__global__ void __launch_bounds__(kBlock) finalize_offset_kernel(int64_t reduce, int64_t chunks,
-                                                                 const Acc<T>* partial, Acc<T>* offset) {
+__global__ void __launch_bounds__(kBlock)
+    finalize_offset_kernel(int64_t reduce, int64_t chunks, const Acc<T>* partial, Acc<T>* offset) {
   using A = Acc<T>;
   const int64_t o = blockIdx.x;
   A sum = A(0);
@@ -160,8 +163,8 @@ __global__ void __launch_bounds__(kBlock) finalize_offset_kernel(int64_t reduce,
 
 // y = (x - shift) - offset: the rounding of shift + offset never enters.
 template <int V, typename T>
-__global__ void __launch_bounds__(kBlock) subtract_offset_kernel(const T* x, T* y, int64_t reduce,
-                                                                 const Acc<T>* offset) {
+__global__ void __launch_bounds__(kBlock)
+    subtract_offset_kernel(const T* x, T* y, int64_t reduce, const Acc<T>* offset) {
   using A = Acc<T>;
   const int64_t c = blockIdx.x, o = blockIdx.y;
   const T* xr = x + o * reduce;
@@ -172,8 +175,8 @@ __global__ void __launch_bounds__(kBlock) subtract_offset_kernel(const T* x, T* 
 // One thread per (outer, inner) column, rows read in order: for narrow
 // columns (inner < 32) when there are enough of them to fill the GPU.
 template <typename T>
-__global__ void __launch_bounds__(kBlock) center_column_per_thread_kernel(const T* x, T* y, int64_t outer, int64_t reduce,
-                                                                          int64_t inner) {
+__global__ void __launch_bounds__(kBlock)
+    center_column_per_thread_kernel(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner) {
   using A = Acc<T>;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
   if (t >= outer * inner) return;
@@ -246,7 +249,8 @@ __device__ A column_total(A share) {
 }
 
 template <typename T, typename A>
-__device__ __forceinline__ void column_store(const T* xc, T* yc, int64_t inner, int64_t r0, int64_t r1, A shift, A offset) {
+__device__ __forceinline__ void column_store(const T* xc, T* yc, int64_t inner, int64_t r0, int64_t r1, A shift,
+                                             A offset) {
   int64_t r = r0 + threadIdx.x / kColumnTile;
   for (; r + (kColumnUnroll - 1) * kColumnSlices < r1; r += kColumnUnroll * kColumnSlices) {
     T v[kColumnUnroll];
@@ -262,8 +266,8 @@ __device__ __forceinline__ void column_store(const T* xc, T* yc, int64_t inner, 
 // The whole column in one block: sum, then subtract (the second read of a
 // tile mostly comes from L2).
 template <typename T>
-__global__ void __launch_bounds__(kBlock) center_column_tiles_kernel(const T* x, T* y, int64_t reduce, int64_t inner,
-                                                                     int64_t col_tiles) {
+__global__ void __launch_bounds__(kBlock)
+    center_column_tiles_kernel(const T* x, T* y, int64_t reduce, int64_t inner, int64_t col_tiles) {
   using A = Acc<T>;
   const ColumnTile c(reduce, inner, col_tiles);
   const A shift = c.active ? static_cast<A>(x[c.base]) : A(0);
@@ -274,9 +278,9 @@ __global__ void __launch_bounds__(kBlock) center_column_tiles_kernel(const T* x,
 
 // partial[(o * chunks + chunk) * inner + col]: chunk blockIdx.y of a column.
 template <typename T>
-__global__ void __launch_bounds__(kBlock) column_partial_sums_kernel(const T* x, int64_t reduce, int64_t inner,
-                                                                     int64_t col_tiles, int64_t rows_per_chunk,
-                                                                     Acc<T>* partial) {
+__global__ void __launch_bounds__(kBlock)
+    column_partial_sums_kernel(const T* x, int64_t reduce, int64_t inner, int64_t col_tiles, int64_t rows_per_chunk,
+                               Acc<T>* partial) {
   using A = Acc<T>;
   const ColumnTile c(reduce, inner, col_tiles);
   const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = std::min(reduce, r0 + rows_per_chunk);
@@ -287,8 +291,9 @@ __global__ void __launch_bounds__(kBlock) column_partial_sums_kernel(const T* x,
 
 // offset[o * inner + col] = the column's partials added in a fixed order / reduce.
 template <typename T>
-__global__ void __launch_bounds__(kBlock) column_finalize_kernel(int64_t outer, int64_t reduce, int64_t inner,
-                                                                 int64_t chunks, const Acc<T>* partial, Acc<T>* offset) {
+__global__ void __launch_bounds__(kBlock)
+    column_finalize_kernel(int64_t outer, int64_t reduce, int64_t inner, int64_t chunks, const Acc<T>* partial,
+                           Acc<T>* offset) {
   using A = Acc<T>;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kBlock + threadIdx.x;
   if (t >= outer * inner) return;
@@ -299,9 +304,9 @@ __global__ void __launch_bounds__(kBlock) column_finalize_kernel(int64_t outer, 
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kBlock) column_subtract_kernel(const T* x, T* y, int64_t reduce, int64_t inner,
-                                                                 int64_t col_tiles, int64_t rows_per_chunk,
-                                                                 const Acc<T>* offset) {
+__global__ void __launch_bounds__(kBlock)
+    column_subtract_kernel(const T* x, T* y, int64_t reduce, int64_t inner, int64_t col_tiles, int64_t rows_per_chunk,
+                           const Acc<T>* offset) {
   using A = Acc<T>;
   const ColumnTile c(reduce, inner, col_tiles);
   if (!c.active) return;
@@ -344,15 +349,18 @@ void launch_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inn
   using A = Acc<T>;
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   if (inner < kColumnTile && outer * inner >= 2 * sms * kBlock) {
-    center_column_per_thread_kernel<T><<<blocks_for(outer * inner, kBlock), kBlock, 0, stream>>>(x, y, outer, reduce, inner);
+    center_column_per_thread_kernel<T>
+        <<<blocks_for(outer * inner, kBlock), kBlock, 0, stream>>>(x, y, outer, reduce, inner);
     return;
   }
   const int64_t col_tiles = (inner + kColumnTile - 1) / kColumnTile;
   const int64_t tiles = outer * col_tiles;
-  TORCH_CHECK(tiles <= std::numeric_limits<int>::max(), kCenter, ": too many columns (", outer * inner, ") for one launch");
+  TORCH_CHECK(tiles <= std::numeric_limits<int>::max(), kCenter, ": too many columns (", outer * inner,
+              ") for one launch");
   int64_t chunks = 1;
   if (tiles < 2 * sms) {  // few tiles: split the rows too, aiming at 8 blocks per SM
-    chunks = std::min({(8 * sms + tiles - 1) / tiles, (reduce + kColumnChunkMinRows - 1) / kColumnChunkMinRows, int64_t(65535)});
+    chunks = std::min(
+        {(8 * sms + tiles - 1) / tiles, (reduce + kColumnChunkMinRows - 1) / kColumnChunkMinRows, int64_t(65535)});
   }
   if (chunks <= 1) {
     center_column_tiles_kernel<T><<<static_cast<unsigned>(tiles), kBlock, 0, stream>>>(x, y, reduce, inner, col_tiles);
@@ -366,8 +374,8 @@ void launch_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inn
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks));
   column_partial_sums_kernel<T><<<grid, kBlock, 0, stream>>>(x, reduce, inner, col_tiles, rows_per_chunk, partial);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  column_finalize_kernel<T><<<blocks_for(outer * inner, kBlock), kBlock, 0, stream>>>(outer, reduce, inner, chunks, partial,
-                                                                                   offset);
+  column_finalize_kernel<T>
+      <<<blocks_for(outer * inner, kBlock), kBlock, 0, stream>>>(outer, reduce, inner, chunks, partial, offset);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   column_subtract_kernel<T><<<grid, kBlock, 0, stream>>>(x, y, reduce, inner, col_tiles, rows_per_chunk, offset);
 }

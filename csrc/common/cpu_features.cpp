@@ -111,8 +111,8 @@ int64_t set_isa(int64_t isa) {
   TORCH_CHECK(isa >= -1 && isa < kIsaCount, "fastlayers::set_cpu_isa: argument 'isa' must be -1 (auto) or 0..",
               kIsaCount - 1, ", got ", isa);
   if (isa >= 0) {
-    TORCH_CHECK(isa_supported(static_cast<Isa>(isa)), "fastlayers::set_cpu_isa: this CPU cannot run the '",
-                kNames[isa], "' kernels (best available: '", isa_name(best_isa()), "'; AMX: ", amx_status(), ")");
+    TORCH_CHECK(isa_supported(static_cast<Isa>(isa)), "fastlayers::set_cpu_isa: this CPU cannot run the '", kNames[isa],
+                "' kernels (best available: '", isa_name(best_isa()), "'; AMX: ", amx_status(), ")");
   }
   return setting().exchange(isa);
 }

@@ -101,8 +101,8 @@ inline P packed_value(T v) {
 // given, adds each packed row's sum (in Acc) to it. The loop order follows
 // A's smaller stride, so reads stay sequential either way.
 template <Layout L, bool kMasked, typename T, typename Acc, typename P>
-void pack_a_panel(P* dst, int MR, const MatrixView<T>& a, const MatrixView<T>& mask, int64_t i0, int64_t p0,
-                  int64_t kc, int64_t kcp, Acc* row_sums) {
+void pack_a_panel(P* dst, int MR, const MatrixView<T>& a, const MatrixView<T>& mask, int64_t i0, int64_t p0, int64_t kc,
+                  int64_t kcp, Acc* row_sums) {
   const int mr = static_cast<int>(std::min<int64_t>(MR, a.rows - i0));
   if (mr < MR || kcp > kc) std::memset(dst, 0, sizeof(P) * MR * kcp);
   // Both loads happen and a select picks the value: a branch on a ReLU
@@ -259,8 +259,8 @@ void packed_gemm(const TileKernel<Acc, P>& kernel, const KernelSet<Acc>* fast, c
     }
   };
   auto pack_b_panel_t = [&](int64_t kb, int64_t jp) {
-    pack_b_panel<LB, T, Acc, P>(packed_b + kb * b_block + jp * kcp_of(kb) * NR, NR, b, kb * KC, kc_of(kb),
-                                kcp_of(kb), jp * NR, fast);
+    pack_b_panel<LB, T, Acc, P>(packed_b + kb * b_block + jp * kcp_of(kb) * NR, NR, b, kb * KC, kc_of(kb), kcp_of(kb),
+                                jp * NR, fast);
   };
 
   // Tasks are (row block, column chunk) pairs: enough to keep every thread
@@ -314,8 +314,8 @@ void packed_gemm(const TileKernel<Acc, P>& kernel, const KernelSet<Acc>* fast, c
           for (int64_t ip = ip0; ip < ip1; ++ip) {
             const int64_t i = ip * MR;
             const int mr = static_cast<int>(std::min<int64_t>(MR, M - i));
-            kernel.fn(kcp, ablock + ip * kcp * MR, bblock + jp * kcp * NR, cacc + i * ldacc + j, ldacc, mr, nr,
-                      !first, bias, last && epilogue.relu);
+            kernel.fn(kcp, ablock + ip * kcp * MR, bblock + jp * kcp * NR, cacc + i * ldacc + j, ldacc, mr, nr, !first,
+                      bias, last && epilogue.relu);
           }
         }
       }
@@ -331,12 +331,12 @@ void run_tile_kernel(const TileKernel<Acc, P>& kernel, const KernelSet<Acc>* fas
                      const MatrixView<T>* mask, const MatrixView<T>& b, Acc* cacc, int64_t ldacc,
                      const Epilogue<Acc>& epilogue, Acc* row_sums, bool serial, const Store& store) {
   if (kernel.a_layout == Layout::KMajor) {
-    packed_gemm<T, Acc, P, Layout::KMajor, Layout::KMajor>(kernel, fast, a, mask, b, cacc, ldacc, epilogue,
-                                                           row_sums, serial, store);
+    packed_gemm<T, Acc, P, Layout::KMajor, Layout::KMajor>(kernel, fast, a, mask, b, cacc, ldacc, epilogue, row_sums,
+                                                           serial, store);
   } else if constexpr (std::is_same_v<P, Bf16Bits>) {
     if (kernel.a_layout == Layout::KPairs) {
-      packed_gemm<T, Acc, P, Layout::KPairs, Layout::KPairs>(kernel, fast, a, mask, b, cacc, ldacc, epilogue,
-                                                             row_sums, serial, store);
+      packed_gemm<T, Acc, P, Layout::KPairs, Layout::KPairs>(kernel, fast, a, mask, b, cacc, ldacc, epilogue, row_sums,
+                                                             serial, store);
     } else {
       packed_gemm<T, Acc, P, Layout::RowMajor, Layout::KPairs>(kernel, fast, a, mask, b, cacc, ldacc, epilogue,
                                                                row_sums, serial, store);
@@ -434,13 +434,11 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask, const MatrixView<T>
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
     const TileKernel<float, Bf16Bits> bf16 = bf16_kernel(isa);
     if (bf16.fn) {
-      run_tile_kernel<T, Acc, Bf16Bits>(bf16, nullptr, a, mask, b, cacc, ldacc, epilogue, row_sums, serial,
-                                        store_rows);
+      run_tile_kernel<T, Acc, Bf16Bits>(bf16, nullptr, a, mask, b, cacc, ldacc, epilogue, row_sums, serial, store_rows);
       return;
     }
   }
-  run_tile_kernel<T, Acc, Acc>(kernels.tile, &kernels, a, mask, b, cacc, ldacc, epilogue, row_sums, serial,
-                               store_rows);
+  run_tile_kernel<T, Acc, Acc>(kernels.tile, &kernels, a, mask, b, cacc, ldacc, epilogue, row_sums, serial, store_rows);
 }
 
 #define FASTLAYERS_CPU_GEMM(T, Acc)                                                                         \

@@ -22,8 +22,8 @@ static_assert(sizeof(TileConfig) == 64, "the tile configuration is 64 bytes");
 
 constexpr int kAmxMR = 32, kAmxNR = 32;
 
-void amx_tile(int64_t kc, const Bf16Bits* a, const Bf16Bits* b, float* c, int64_t ldc, int mr, int nr,
-              bool accumulate, const float* bias, bool relu) {
+void amx_tile(int64_t kc, const Bf16Bits* a, const Bf16Bits* b, float* c, int64_t ldc, int mr, int nr, bool accumulate,
+              const float* bias, bool relu) {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) cfg.rows[t] = 16, cfg.colsb[t] = 64;
   TILE_LOADCONFIG(&cfg);
@@ -31,7 +31,7 @@ void amx_tile(int64_t kc, const Bf16Bits* a, const Bf16Bits* b, float* c, int64_
   TILE_ZERO(1);
   TILE_ZERO(2);
   TILE_ZERO(3);
-  const int64_t a_stride = kc * 2;         // bytes between A rows
+  const int64_t a_stride = kc * 2;          // bytes between A rows
   const int64_t b_stride = kAmxNR * 2 * 2;  // bytes between k pairs of B
   for (int64_t p = 0; p < kc; p += 32) {
     TILE_LOAD(4, a + p, a_stride);
@@ -60,6 +60,4 @@ void amx_tile(int64_t kc, const Bf16Bits* a, const Bf16Bits* b, float* c, int64_
   }
 }
 
-TileKernel<float, Bf16Bits> amx_kernel() {
-  return {kAmxMR, kAmxNR, 32, Layout::RowMajor, Layout::KPairs, &amx_tile};
-}
+TileKernel<float, Bf16Bits> amx_kernel() { return {kAmxMR, kAmxNR, 32, Layout::RowMajor, Layout::KPairs, &amx_tile}; }

@@ -37,12 +37,12 @@ struct TileKernel {
 // c[i, j] = epilogue(sum_p a[i * lda + p] * b[j * ldb + p]) for i < m <= 4,
 // j in [j0, j1): a few rows against a linear layer's weight, unpacked.
 template <typename Acc>
-using SmallRowsDotFn = void (*)(const Acc* a, int64_t lda, int64_t m, const Acc* b, int64_t ldb, int64_t k,
-                                int64_t j0, int64_t j1, Acc* c, int64_t ldc, const Acc* bias, bool relu);
+using SmallRowsDotFn = void (*)(const Acc* a, int64_t lda, int64_t m, const Acc* b, int64_t ldb, int64_t k, int64_t j0,
+                                int64_t j1, Acc* c, int64_t ldc, const Acc* bias, bool relu);
 // The same with B's rows contiguous (b[p * ldb + j]), j < n.
 template <typename Acc>
-using SmallRowsAxpyFn = void (*)(const Acc* a, int64_t lda, int64_t m, const Acc* b, int64_t ldb, int64_t k,
-                                 int64_t n, Acc* c, int64_t ldc, const Acc* bias, bool relu);
+using SmallRowsAxpyFn = void (*)(const Acc* a, int64_t lda, int64_t m, const Acc* b, int64_t ldb, int64_t k, int64_t n,
+                                 Acc* c, int64_t ldc, const Acc* bias, bool relu);
 
 template <typename Acc>
 struct KernelSet {

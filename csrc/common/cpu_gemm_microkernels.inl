@@ -13,9 +13,9 @@
 // Stores an MR x (NV vectors) accumulator block: overwrite or accumulate
 // into C, then the bias and ReLU; rows >= mr and columns >= nr are left alone.
 template <typename S, int MR, int NV>
-inline __attribute__((always_inline)) void store_block(typename S::V (&acc)[MR][NV],
-                                                       typename S::Acc* c, int64_t ldc, int mr, int nr,
-                                                       bool accumulate, const typename S::Acc* bias, bool relu) {
+inline __attribute__((always_inline)) void store_block(typename S::V (&acc)[MR][NV], typename S::Acc* c, int64_t ldc,
+                                                       int mr, int nr, bool accumulate, const typename S::Acc* bias,
+                                                       bool relu) {
   using V = typename S::V;
   constexpr int W = S::W;
   if (mr == MR && nr == NV * W) {
@@ -60,8 +60,8 @@ inline __attribute__((always_inline)) void store_block(typename S::V (&acc)[MR][
 // MR x (NV * W) outputs from KMajor panels: per k step, NV vector loads of B
 // and MR broadcasts of A, MR * NV independent FMAs.
 template <typename S, int MR, int NV>
-void fma_tile(int64_t kc, const typename S::Acc* a, const typename S::Acc* b, typename S::Acc* c, int64_t ldc,
-              int mr, int nr, bool accumulate, const typename S::Acc* bias, bool relu) {
+void fma_tile(int64_t kc, const typename S::Acc* a, const typename S::Acc* b, typename S::Acc* c, int64_t ldc, int mr,
+              int nr, bool accumulate, const typename S::Acc* bias, bool relu) {
   using V = typename S::V;
   constexpr int W = S::W;
   V acc[MR][NV];
@@ -88,9 +88,8 @@ void fma_tile(int64_t kc, const typename S::Acc* a, const typename S::Acc* b, ty
 // Up to four rows of A against columns of B that are contiguous along k:
 // one dot product per output, nothing packed (the chapter's 2 x 20 -> 256).
 template <typename S>
-void small_rows_dot(const typename S::Acc* a, int64_t lda, int64_t m, const typename S::Acc* b, int64_t ldb,
-                    int64_t k, int64_t j0, int64_t j1, typename S::Acc* c, int64_t ldc,
-                    const typename S::Acc* bias, bool relu) {
+void small_rows_dot(const typename S::Acc* a, int64_t lda, int64_t m, const typename S::Acc* b, int64_t ldb, int64_t k,
+                    int64_t j0, int64_t j1, typename S::Acc* c, int64_t ldc, const typename S::Acc* bias, bool relu) {
   using Acc = typename S::Acc;
   using V = typename S::V;
   constexpr int W = S::W, kRows = 4;

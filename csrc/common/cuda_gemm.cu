@@ -23,16 +23,14 @@ namespace cuda {
 namespace {
 
 template <typename T, typename Acc>
-__device__ __forceinline__ Acc load_a(const GemmArgs<T, Acc>& g, int64_t i,
-                                      int64_t p) {
+__device__ __forceinline__ Acc load_a(const GemmArgs<T, Acc>& g, int64_t i, int64_t p) {
   if (i >= g.M || p >= g.K) return Acc(0);
   if (g.mask.data && !relu_mask_on(g.mask(i, p))) return Acc(0);
   return static_cast<Acc>(g.a(i, p));
 }
 
 template <typename T, typename Acc>
-__device__ __forceinline__ void store_c(const GemmArgs<T, Acc>& g, int64_t i,
-                                        int64_t j, Acc v) {
+__device__ __forceinline__ void store_c(const GemmArgs<T, Acc>& g, int64_t i, int64_t j, Acc v) {
   if (i >= g.M || j >= g.N) return;
   if (g.bias) v += static_cast<Acc>(g.bias[j * g.bias_stride]);
   if (g.relu && v < Acc(0)) v = Acc(0);  // NaN passes, as in torch.relu
@@ -47,8 +45,7 @@ constexpr int kThreads = (kBM / kTM) * (kBN / kTN);  // 256
 // loop: any N fits in one launch). Tile 0 also produces the row sums, so
 // they come out even when N == 0.
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kThreads, 2)
-    gemm_tiled_kernel(const GemmArgs<T, Acc> g, int64_t col_tiles) {
+__global__ void __launch_bounds__(kThreads, 2) gemm_tiled_kernel(const GemmArgs<T, Acc> g, int64_t col_tiles) {
   __shared__ Acc As[kBK][kBM + 1];
   __shared__ Acc Bs[kBK][kBN + 1];
   const int tid = threadIdx.x;
@@ -110,8 +107,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int r = 0; r < kTM; ++r)
 #pragma unroll
-      for (int c = 0; c < kTN; ++c)
-        store_c(g, i0 + ty * kTM + r, j0 + tx * kTN + c, acc[r][c]);
+      for (int c = 0; c < kTN; ++c) store_c(g, i0 + ty * kTM + r, j0 + tx * kTN + c, acc[r][c]);
   }
 }
 
@@ -231,11 +227,9 @@ constexpr int kSmallM = 8;
 constexpr int kSmallWarps = 8;
 
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kSmallWarps * 32)
-    gemm_small_m_kernel(const GemmArgs<T, Acc> g) {
+__global__ void __launch_bounds__(kSmallWarps * 32) gemm_small_m_kernel(const GemmArgs<T, Acc> g) {
   const int lane = threadIdx.x % 32;
-  const int64_t j =
-      static_cast<int64_t>(blockIdx.x) * kSmallWarps + threadIdx.x / 32;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kSmallWarps + threadIdx.x / 32;
   if (j >= g.N) return;
   Acc acc[kSmallM];
 #pragma unroll
@@ -249,8 +243,7 @@ __global__ void __launch_bounds__(kSmallWarps * 32)
 #pragma unroll
   for (int r = 0; r < kSmallM; ++r) {
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2)
-      acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
+    for (int offset = 16; offset > 0; offset /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
   }
   if (lane == 0) {
 #pragma unroll
@@ -319,8 +312,9 @@ __device__ __forceinline__ void store_mma_tile(const GemmArgs<T, float>& g, int6
 // One 32-deep step of the tensor-core kernels: this warp's 64x32 outputs
 // accumulate the staged tiles As [m][k] and Bs [n][k].
 template <typename T>
-__device__ __forceinline__ void mma_tile_step(const T (&As)[kTcBM][kTcBK + kTcPad], const T (&Bs)[kTcBN][kTcBK + kTcPad],
-                                              int wm, int wn, int lane, float (&acc)[kTcMI][kTcNI][4]) {
+__device__ __forceinline__ void mma_tile_step(const T (&As)[kTcBM][kTcBK + kTcPad],
+                                              const T (&Bs)[kTcBN][kTcBK + kTcPad], int wm, int wn, int lane,
+                                              float (&acc)[kTcMI][kTcNI][4]) {
 #pragma unroll
   for (int kk = 0; kk < kTcBK; kk += 16) {
     uint32_t a[kTcMI][4], b[kTcNI][2];
@@ -473,8 +467,7 @@ bool tensor_cores_usable() {
   if (at::cuda::getCurrentDeviceProperties()->major < 8) return false;
   static const bool compiled_for_sm80 = [] {
     cudaFuncAttributes attributes;
-    return cudaFuncGetAttributes(&attributes, gemm_tensor_core_kernel<T>) == cudaSuccess &&
-           attributes.ptxVersion >= 80;
+    return cudaFuncGetAttributes(&attributes, gemm_tensor_core_kernel<T>) == cudaSuccess && attributes.ptxVersion >= 80;
   }();
   return compiled_for_sm80;
 }
@@ -500,8 +493,7 @@ void gemm(const GemmArgs<T, Acc>& g) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   int64_t col_tiles = 0;
   if (g.M <= kSmallM && g.mask.data == nullptr && g.row_sums == nullptr) {
-    const unsigned blocks =
-        static_cast<unsigned>((g.N + kSmallWarps - 1) / kSmallWarps);
+    const unsigned blocks = static_cast<unsigned>((g.N + kSmallWarps - 1) / kSmallWarps);
     gemm_small_m_kernel<T, Acc><<<blocks, kSmallWarps * 32, 0, stream>>>(g);
   } else if constexpr (kHalfType<T>) {
     if (tensor_cores_usable<T>()) {
@@ -531,7 +523,6 @@ void gemm(const GemmArgs<T, Acc>& g) {
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
-
 
 template void gemm<float, float>(const GemmArgs<float, float>&);
 template void gemm<double, double>(const GemmArgs<double, double>&);

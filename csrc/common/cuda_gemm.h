@@ -24,9 +24,7 @@ template <typename T>
 struct StridedMatrix {
   const T* data = nullptr;
   int64_t rs = 0, cs = 0;
-  __device__ __forceinline__ T operator()(int64_t r, int64_t c) const {
-    return data[r * rs + c * cs];
-  }
+  __device__ __forceinline__ T operator()(int64_t r, int64_t c) const { return data[r * rs + c * cs]; }
 };
 
 // A 2-D tensor, or its transpose, as the kernels read it.

@@ -46,8 +46,7 @@ template <typename T>
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 
 template <>
-__device__ __forceinline__ void mma_m16n8k16<c10::Half>(float (&d)[4], const uint32_t (&a)[4],
-                                                         const uint32_t (&b)[2]) {
+__device__ __forceinline__ void mma_m16n8k16<c10::Half>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -61,7 +60,7 @@ __device__ __forceinline__ void mma_m16n8k16<c10::Half>(float (&d)[4], const uin
 
 template <>
 __device__ __forceinline__ void mma_m16n8k16<c10::BFloat16>(float (&d)[4], const uint32_t (&a)[4],
-                                                             const uint32_t (&b)[2]) {
+                                                            const uint32_t (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "

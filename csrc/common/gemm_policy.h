@@ -56,9 +56,9 @@ inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int
       return true;
     default: {
       const bool half = dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
-      const int64_t min_macs = !half                        ? kVendorMinMacsFloat
+      const int64_t min_macs = !half                       ? kVendorMinMacsFloat
                                : pass == GemmPass::Forward ? kVendorMinMacsHalfForward
-                                                            : kVendorMinMacsHalfBackward;
+                                                           : kVendorMinMacsHalfBackward;
       return m * n * k >= min_macs;
     }
   }

@@ -15,9 +15,8 @@ namespace fastlayers {
 namespace {
 
 template <c10::DeviceType device>
-FixedHiddenTriple fixed_hidden_mlp_autocast(const at::Tensor& input, const at::Tensor& weight,
-                                            const at::Tensor& bias, const at::Tensor& rand_weight,
-                                            bool return_sum) {
+FixedHiddenTriple fixed_hidden_mlp_autocast(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                                            const at::Tensor& rand_weight, bool return_sum) {
   const c10::impl::ExcludeDispatchKeyGuard no_autocast(
       at::autocast::get_autocast_dispatch_key_from_device_type(device));
   const at::ScalarType dtype = at::autocast::get_autocast_dtype(device);

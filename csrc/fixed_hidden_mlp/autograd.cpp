@@ -35,7 +35,7 @@ class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFu
 };
 
 FixedHiddenTriple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                                 const at::Tensor& rand_weight, bool return_sum) {
+                                            const at::Tensor& rand_weight, bool return_sum) {
   const bool needs_grad = input.requires_grad() || weight.requires_grad() || bias.requires_grad();
   if (!at::GradMode::is_enabled() || !needs_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -46,8 +46,9 @@ FixedHiddenTriple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::T
 }
 
 FixedHiddenTriple fixed_hidden_mlp_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
-                                          const at::Tensor& weight, const at::Tensor& rand_weight,
-                                          const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
+                                                     const at::Tensor& weight, const at::Tensor& rand_weight,
+                                                     const at::Tensor& hidden, const at::Tensor& halvings,
+                                                     bool return_sum) {
   check_no_double_backward(kFixedHiddenMLPBackward, "fastlayers.FixedHiddenMLP",
                            {&grad_output, &input, &weight, &rand_weight, &hidden});
   at::AutoDispatchBelowADInplaceOrView guard;

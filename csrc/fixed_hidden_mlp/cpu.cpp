@@ -106,8 +106,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cpu(const at::Te
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
     const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
-  const int64_t m = check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings,
-                                                         return_sum);
+  const int64_t m =
+      check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
   const int64_t f = weight.size(0);
   const at::Tensor x = as_matrix(input);
   const int e = static_cast<int>(-halvings.item<int64_t>());

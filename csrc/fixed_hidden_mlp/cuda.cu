@@ -54,10 +54,10 @@ __global__ void __launch_bounds__(kBlock)
                        int64_t* halvings) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Acc* ws = reinterpret_cast<Acc*>(smem_raw);  // [f, f]
-  Acc* cs = ws + f * f;                         // [f, f]
-  Acc* bs = cs + f * f;                         // [f]
-  Acc* ha = bs + f;                             // [m, f]
-  Acc* hb = ha + m * f;                         // [m, f]
+  Acc* cs = ws + f * f;                        // [f, f]
+  Acc* bs = cs + f * f;                        // [f]
+  Acc* ha = bs + f;                            // [m, f]
+  Acc* hb = ha + m * f;                        // [m, f]
   const int n = m * f;
   for (int i = threadIdx.x; i < f * f; i += kBlock) {
     const int r = i / f, q = i % f;
@@ -116,19 +116,20 @@ __global__ void __launch_bounds__(kBlock)
 template <typename T, typename Acc>
 __global__ void __launch_bounds__(kBlock)
     fused_small_backward_kernel(cuda::StridedMatrix<T> grad, cuda::StridedMatrix<T> x, cuda::StridedMatrix<T> w,
-                                cuda::StridedMatrix<T> c, cuda::StridedMatrix<T> hidden, const int64_t* halvings,
-                                int m, int f, T* grad_input, T* grad_weight, T* grad_bias) {
+                                cuda::StridedMatrix<T> c, cuda::StridedMatrix<T> hidden, const int64_t* halvings, int m,
+                                int f, T* grad_input, T* grad_weight, T* grad_bias) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Acc* ws = reinterpret_cast<Acc*>(smem_raw);  // [f, f]
-  Acc* cs = ws + f * f;                         // [f, f]
-  Acc* xs = cs + f * f;                         // [m, f]
-  Acc* hs = xs + m * f;                         // [m, f] h2
-  Acc* g3 = hs + m * f;                         // [m, f]
-  Acc* g2 = g3 + m * f;                         // [m, f], masked
-  Acc* g1 = g2 + m * f;                         // [m, f]
+  Acc* cs = ws + f * f;                        // [f, f]
+  Acc* xs = cs + f * f;                        // [m, f]
+  Acc* hs = xs + m * f;                        // [m, f] h2
+  Acc* g3 = hs + m * f;                        // [m, f]
+  Acc* g2 = g3 + m * f;                        // [m, f], masked
+  Acc* g1 = g2 + m * f;                        // [m, f]
   const int n = m * f;
   const int e = static_cast<int>(-*halvings);
-  for (int i = threadIdx.x; i < f * f; i += kBlock) ws[i] = static_cast<Acc>(w(i / f, i % f)), cs[i] = static_cast<Acc>(c(i / f, i % f));
+  for (int i = threadIdx.x; i < f * f; i += kBlock)
+    ws[i] = static_cast<Acc>(w(i / f, i % f)), cs[i] = static_cast<Acc>(c(i / f, i % f));
   for (int i = threadIdx.x; i < n; i += kBlock) {
     const int r = i / f, j = i % f;
     xs[i] = static_cast<Acc>(x(r, j));
@@ -241,9 +242,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
     }
     at::Tensor h = return_sum ? at::empty({m, f}, opts) : out;  // h1, then h3
     if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), m, f, f)) {
-      at::addmm_out(h, bias, x, weight.t());                                      // h1 = x W.T + b
+      at::addmm_out(h, bias, x, weight.t());                                   // h1 = x W.T + b
       at::_addmm_activation_out(hidden, at::ones({f}, opts), h, rand_weight);  // h2 = relu(h1 C + 1)
-      at::addmm_out(h, bias, hidden, weight.t());                                 // h3 = h2 W.T + b
+      at::addmm_out(h, bias, hidden, weight.t());                              // h3 = h2 W.T + b
     } else {
       const at::Tensor one = at::ones({1}, opts);  // the "+ 1": a bias of stride 0
       cuda::GemmArgs<T, Acc> g;
@@ -264,8 +265,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
     }
     const int64_t chunks = std::max<int64_t>(1, (n + kSumChunk - 1) / kSumChunk);
     at::Tensor partial = at::empty({2 * chunks}, opts.dtype(at::kDouble));
-    partial_sums_kernel<T><<<static_cast<unsigned>(chunks), kBlock, 0, stream>>>(h.const_data_ptr<T>(), n,
-                                                                               partial.data_ptr<double>());
+    partial_sums_kernel<T>
+        <<<static_cast<unsigned>(chunks), kBlock, 0, stream>>>(h.const_data_ptr<T>(), n, partial.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     finalize_kernel<T><<<1, kBlock, 0, stream>>>(partial.const_data_ptr<double>(), chunks, return_sum,
                                                  return_sum ? out.data_ptr<T>() : nullptr,
@@ -273,7 +274,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (!return_sum && n > 0) {
       scale_kernel<T><<<cuda::blocks_for(n, kBlock), kBlock, 0, stream>>>(strided<T>(out), out.data_ptr<T>(), m, f,
-                                                             halvings.const_data_ptr<int64_t>());
+                                                                          halvings.const_data_ptr<int64_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
@@ -285,13 +286,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
     const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const int64_t m = check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings,
-                                                         return_sum);
+  const int64_t m =
+      check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
   const int64_t f = weight.size(0);
   const at::Tensor x = as_matrix(input);
   const auto opts = input.options();
   const at::Tensor grad_matrix = return_sum ? grad_output : as_matrix(grad_output);
-  at::Tensor grad_input = at::empty({m, f}, opts), grad_weight = at::empty({f, f}, opts), grad_bias = at::empty({f}, opts);
+  at::Tensor grad_input = at::empty({m, f}, opts), grad_weight = at::empty({f, f}, opts),
+             grad_bias = at::empty({f}, opts);
   if (m == 0 || f == 0) {
     grad_weight.zero_(), grad_bias.zero_();
     return {grad_input.view(input.sizes()), grad_weight, grad_bias};
@@ -320,7 +322,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       at::mm_out(grad_weight, grad3.t(), hidden);
       at::sum_out(grad_bias, grad3, 0);
       at::mm_out(grad1, at::threshold_backward(grad2, hidden, 0), rand_weight.t());  // mask from h2, through C.T
-      at::mm_out(grad_input, grad1, weight);  // first use
+      at::mm_out(grad_input, grad1, weight);                                         // first use
       grad_weight.addmm_(grad1.t(), x);
       grad_bias.add_(at::sum(grad1, 0));
       return;

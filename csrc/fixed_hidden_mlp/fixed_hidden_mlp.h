@@ -54,8 +54,8 @@ inline void check_fixed_hidden_mlp_args(const at::Tensor& input, const at::Tenso
   check_fixed_hidden_params(kFixedHiddenMLP, input, weight, rand_weight);
   check_floating(kFixedHiddenMLP, "bias", bias);
   check_same_dtype_device(kFixedHiddenMLP, "bias", bias, "input", input);
-  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), kFixedHiddenMLP,
-              ": argument 'bias' must have shape [", weight.size(0), "], got ", bias.sizes());
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), kFixedHiddenMLP, ": argument 'bias' must have shape [",
+              weight.size(0), "], got ", bias.sizes());
 }
 
 // Checks the backward's arguments; returns the rows of the input matrix.
@@ -76,8 +76,8 @@ inline int64_t check_fixed_hidden_mlp_backward_args(const at::Tensor& grad_outpu
   check_same_dtype_device(op, "hidden", hidden, "input", input);
   TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == rows && hidden.size(1) == f, op, ": hidden has shape ",
               hidden.sizes(), ", expected [", rows, ", ", f, "]");
-  TORCH_CHECK(halvings.numel() == 1 && halvings.scalar_type() == at::kLong && halvings.device() == input.device(),
-              op, ": halvings must be a single int64 element on the input's device");
+  TORCH_CHECK(halvings.numel() == 1 && halvings.scalar_type() == at::kLong && halvings.device() == input.device(), op,
+              ": halvings must be a single int64 element on the input's device");
   return rows;
 }
 
@@ -86,7 +86,7 @@ inline int64_t check_fixed_hidden_mlp_backward_args(const at::Tensor& grad_outpu
 #if defined(__CUDACC__)
 __host__ __device__
 #endif
-inline int64_t halvings_for(double s) {
+    inline int64_t halvings_for(double s) {
   if (!(s > 1.0) || s == INFINITY) return 0;  // s <= 1, NaN or +inf
   int e = 0;
   const double m = std::frexp(s, &e);  // s = m * 2^e, m in [0.5, 1)
@@ -102,7 +102,6 @@ FixedHiddenTriple fixed_hidden_mlp_call(const at::Tensor& input, const at::Tenso
                                         const at::Tensor& rand_weight, bool return_sum);
 FixedHiddenTriple fixed_hidden_mlp_backward_call(const at::Tensor& grad_output, const at::Tensor& input,
                                                  const at::Tensor& weight, const at::Tensor& rand_weight,
-                                                 const at::Tensor& hidden, const at::Tensor& halvings,
-                                                 bool return_sum);
+                                                 const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum);
 
 }  // namespace fastlayers

@@ -20,10 +20,10 @@ TORCH_LIBRARY_FRAGMENT(fastlayers, m) {
 
 FixedHiddenTriple fixed_hidden_mlp_call(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                                         const at::Tensor& rand_weight, bool return_sum) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow(kFixedHiddenMLP, "")
-                             .typed<FixedHiddenTriple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                      const at::Tensor&, bool)>();
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow(kFixedHiddenMLP, "")
+          .typed<FixedHiddenTriple(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>();
   return op.call(input, weight, bias, rand_weight, return_sum);
 }
 
@@ -31,11 +31,10 @@ FixedHiddenTriple fixed_hidden_mlp_backward_call(const at::Tensor& grad_output, 
                                                  const at::Tensor& weight, const at::Tensor& rand_weight,
                                                  const at::Tensor& hidden, const at::Tensor& halvings,
                                                  bool return_sum) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow(kFixedHiddenMLPBackward, "")
-          .typed<FixedHiddenTriple(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                   const at::Tensor&, const at::Tensor&, bool)>();
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow(kFixedHiddenMLPBackward, "")
+                             .typed<FixedHiddenTriple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                      const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>();
   return op.call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
 }
 

@@ -22,12 +22,8 @@ at::Tensor linear_relu_autocast(const at::Tensor& input, const at::Tensor& weigh
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastlayers, AutocastCPU, m) {
-  m.impl("linear_relu", &linear_relu_autocast<c10::DeviceType::CPU>);
-}
+TORCH_LIBRARY_IMPL(fastlayers, AutocastCPU, m) { m.impl("linear_relu", &linear_relu_autocast<c10::DeviceType::CPU>); }
 
-TORCH_LIBRARY_IMPL(fastlayers, AutocastCUDA, m) {
-  m.impl("linear_relu", &linear_relu_autocast<c10::DeviceType::CUDA>);
-}
+TORCH_LIBRARY_IMPL(fastlayers, AutocastCUDA, m) { m.impl("linear_relu", &linear_relu_autocast<c10::DeviceType::CUDA>); }
 
 }  // namespace fastlayers

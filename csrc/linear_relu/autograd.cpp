@@ -19,15 +19,13 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
  public:
   static constexpr bool is_traceable = true;
 
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            const at::Tensor& weight,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias) {
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor output = linear_relu_call(input, weight, bias);
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
-    ctx->save_for_backward({input.requires_grad() ? weight : at::Tensor(),
-                            weight.requires_grad() ? input : at::Tensor(),
-                            output});
+    ctx->save_for_backward(
+        {input.requires_grad() ? weight : at::Tensor(), weight.requires_grad() ? input : at::Tensor(), output});
     return output;
   }
 
@@ -47,9 +45,7 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
     const bool need_bias = has_bias && ctx->needs_input_grad(2);
     if (need_weight || need_bias) {
       auto [gw, gb] = linear_relu_backward_params_call(
-          grad, output,
-          need_weight ? std::optional<at::Tensor>(input) : std::nullopt,
-          need_bias);
+          grad, output, need_weight ? std::optional<at::Tensor>(input) : std::nullopt, need_bias);
       if (need_weight) grad_weight = gw;
       if (need_bias) grad_bias = gb;
     }
@@ -57,14 +53,12 @@ class LinearReLUFunction : public torch::autograd::Function<LinearReLUFunction> 
   }
 };
 
-bool any_requires_grad(const at::Tensor& input, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias) {
+bool any_requires_grad(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   return input.requires_grad() || weight.requires_grad() ||
          (bias.has_value() && bias->defined() && bias->requires_grad());
 }
 
-at::Tensor linear_relu_autograd(const at::Tensor& input,
-                                const at::Tensor& weight,
+at::Tensor linear_relu_autograd(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias) {
   // Inference: skip building a graph node (half the per-call cost at small
   // shapes).
@@ -75,22 +69,17 @@ at::Tensor linear_relu_autograd(const at::Tensor& input,
   return LinearReLUFunction::apply(input, weight, bias);
 }
 
-at::Tensor backward_input_autograd(const at::Tensor& grad_output,
-                                   const at::Tensor& output,
-                                   const at::Tensor& weight) {
-  check_no_double_backward(kLinearReLUBackwardInput, "fastlayers.linear_relu",
-                           {&grad_output, &output, &weight});
+at::Tensor backward_input_autograd(const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& weight) {
+  check_no_double_backward(kLinearReLUBackwardInput, "fastlayers.linear_relu", {&grad_output, &output, &weight});
   at::AutoDispatchBelowADInplaceOrView guard;
   return linear_relu_backward_input_call(grad_output, output, weight);
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_params_autograd(
-    const at::Tensor& grad_output, const at::Tensor& output,
-    const std::optional<at::Tensor>& input, bool bias_grad) {
+std::tuple<at::Tensor, at::Tensor> backward_params_autograd(const at::Tensor& grad_output, const at::Tensor& output,
+                                                            const std::optional<at::Tensor>& input, bool bias_grad) {
   const at::Tensor none;
-  check_no_double_backward(
-      kLinearReLUBackwardParams, "fastlayers.linear_relu",
-      {&grad_output, &output, input.has_value() ? &*input : &none});
+  check_no_double_backward(kLinearReLUBackwardParams, "fastlayers.linear_relu",
+                           {&grad_output, &output, input.has_value() ? &*input : &none});
   at::AutoDispatchBelowADInplaceOrView guard;
   return linear_relu_backward_params_call(grad_output, output, input, bias_grad);
 }

@@ -22,8 +22,7 @@
 namespace fastlayers {
 namespace {
 
-at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias) {
+at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_linear_relu_args(input, weight, bias);
   const bool has_bias = bias.has_value() && bias->defined();
   const auto out_shape = with_last_dim(input, weight.size(0));
@@ -34,27 +33,21 @@ at::Tensor linear_relu_cpu(const at::Tensor& input, const at::Tensor& weight,
   }
   at::Tensor out = at::empty(out_shape, input.options());
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cpu", [&] {
-        using Acc = at::opmath_type<scalar_t>;
-        std::vector<Acc> copy;
-        const Acc* b = has_bias ? cpu::bias_in_acc<scalar_t, Acc>(*bias, copy) : nullptr;
-        // out[M,N] = x[M,K] @ weight.T[K,N]
-        cpu::gemm<scalar_t, Acc>(
-            cpu::view_of<scalar_t>(x), nullptr,
-            cpu::view_of<scalar_t>(weight).transposed(), out.data_ptr<scalar_t>(),
-            out.size(-1), {b, /*relu=*/true},
-            nullptr);
-      });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cpu", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    std::vector<Acc> copy;
+    const Acc* b = has_bias ? cpu::bias_in_acc<scalar_t, Acc>(*bias, copy) : nullptr;
+    // out[M,N] = x[M,K] @ weight.T[K,N]
+    cpu::gemm<scalar_t, Acc>(cpu::view_of<scalar_t>(x), nullptr, cpu::view_of<scalar_t>(weight).transposed(),
+                             out.data_ptr<scalar_t>(), out.size(-1), {b, /*relu=*/true}, nullptr);
+  });
   return out;
 }
 
-at::Tensor linear_relu_backward_input_cpu(const at::Tensor& grad_output,
-                                          const at::Tensor& output,
+at::Tensor linear_relu_backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& output,
                                           const at::Tensor& weight) {
   check_linear_relu_backward_input_args(grad_output, output, weight);
-  at::Tensor grad_input =
-      at::empty(with_last_dim(output, weight.size(1)), output.options());
+  at::Tensor grad_input = at::empty(with_last_dim(output, weight.size(1)), output.options());
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor g = as_matrix(grad_output);
   const at::Tensor o = as_matrix(output);
@@ -64,28 +57,25 @@ at::Tensor linear_relu_backward_input_cpu(const at::Tensor& grad_output,
     return grad_input;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, output.scalar_type(),
-      "linear_relu_backward_input_cpu", [&] {
+      at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_input_cpu", [&] {
         using Acc = at::opmath_type<scalar_t>;
         // grad_input[M,K] = (g * (o > 0))[M,N] @ weight[N,K]
         const auto mask = cpu::view_of<scalar_t>(o);
-        cpu::gemm<scalar_t, Acc>(cpu::view_of<scalar_t>(g), &mask,
-                                 cpu::view_of<scalar_t>(weight),
-                                 grad_input.data_ptr<scalar_t>(),
-                                 grad_input.size(-1), {}, nullptr);
+        cpu::gemm<scalar_t, Acc>(cpu::view_of<scalar_t>(g), &mask, cpu::view_of<scalar_t>(weight),
+                                 grad_input.data_ptr<scalar_t>(), grad_input.size(-1), {}, nullptr);
       });
   return grad_input;
 }
 
-std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cpu(
-    const at::Tensor& grad_output, const at::Tensor& output,
-    const std::optional<at::Tensor>& input, bool bias_grad) {
+std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cpu(const at::Tensor& grad_output,
+                                                                   const at::Tensor& output,
+                                                                   const std::optional<at::Tensor>& input,
+                                                                   bool bias_grad) {
   check_linear_relu_backward_params_args(grad_output, output, input);
   const bool weight_grad = input.has_value() && input->defined();
   const int64_t N = output.size(-1);
   const auto opts = output.options();
-  at::Tensor grad_weight =
-      weight_grad ? at::empty({N, input->size(-1)}, opts) : at::empty({0}, opts);
+  at::Tensor grad_weight = weight_grad ? at::empty({N, input->size(-1)}, opts) : at::empty({0}, opts);
   at::Tensor grad_bias = bias_grad ? at::empty({N}, opts) : at::empty({0}, opts);
   if (!weight_grad && !bias_grad) return {grad_weight, grad_bias};
 
@@ -98,8 +88,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cpu(
     return {grad_weight, grad_bias};
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, output.scalar_type(),
-      "linear_relu_backward_params_cpu", [&] {
+      at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_params_cpu", [&] {
         using Acc = at::opmath_type<scalar_t>;
         // Rows of the masked gradient's transpose, one per output feature:
         // their sums are the bias gradient.
@@ -109,10 +98,8 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cpu(
         if (weight_grad) {
           // grad_weight[N,K] = (g * (o > 0)).T[N,M] @ input[M,K]
           const at::Tensor x = as_matrix(*input);
-          cpu::gemm<scalar_t, Acc>(gt, &mask_t, cpu::view_of<scalar_t>(x),
-                                   grad_weight.data_ptr<scalar_t>(),
-                                   grad_weight.size(1), {},
-                                   bias_grad ? sums.data() : nullptr);
+          cpu::gemm<scalar_t, Acc>(gt, &mask_t, cpu::view_of<scalar_t>(x), grad_weight.data_ptr<scalar_t>(),
+                                   grad_weight.size(1), {}, bias_grad ? sums.data() : nullptr);
         } else {
           cpu::masked_row_sums<scalar_t, Acc>(gt, &mask_t, sums.data());
         }

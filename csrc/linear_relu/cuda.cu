@@ -27,10 +27,11 @@ using cuda::strided_t;
 
 // The vendor route's backward: grad where output > 0, else 0 (ATen's
 // vectorised threshold_backward, the kernel eager's ReLU backward runs).
-at::Tensor relu_masked(const at::Tensor& grad, const at::Tensor& output) { return at::threshold_backward(grad, output, 0); }
+at::Tensor relu_masked(const at::Tensor& grad, const at::Tensor& output) {
+  return at::threshold_backward(grad, output, 0);
+}
 
-at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias) {
+at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_linear_relu_args(input, weight, bias);
   const c10::cuda::CUDAGuard guard(input.device());
   const bool has_bias = bias.has_value() && bias->defined();
@@ -49,8 +50,8 @@ at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "linear_relu_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
     cuda::GemmArgs<scalar_t, Acc> g;
-    g.a = strided<scalar_t>(x);          // x[M,K]
-    g.b = strided_t<scalar_t>(weight);   // weight.T[K,N]
+    g.a = strided<scalar_t>(x);         // x[M,K]
+    g.b = strided_t<scalar_t>(weight);  // weight.T[K,N]
     g.c = out.data_ptr<scalar_t>();
     g.ldc = out.size(-1);
     g.M = x.size(0), g.N = weight.size(0), g.K = weight.size(1);
@@ -73,26 +74,27 @@ at::Tensor linear_relu_backward_input_cuda(const at::Tensor& grad_output, const 
     at::mm_out(grad_input2, relu_masked(g2, o2), weight);
     return grad_input;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_input_cuda", [&] {
-    using Acc = at::opmath_type<scalar_t>;
-    // grad_input[M,K] = (g * (o > 0))[M,N] @ weight[N,K]
-    cuda::GemmArgs<scalar_t, Acc> g;
-    g.a = strided<scalar_t>(g2);
-    g.mask = strided<scalar_t>(o2);
-    g.b = strided<scalar_t>(weight);
-    g.c = grad_input.data_ptr<scalar_t>();
-    g.ldc = grad_input.size(-1);
-    g.M = g2.size(0), g.N = weight.size(1), g.K = weight.size(0);
-    cuda::gemm(g);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_input_cuda",
+                                  [&] {
+                                    using Acc = at::opmath_type<scalar_t>;
+                                    // grad_input[M,K] = (g * (o > 0))[M,N] @ weight[N,K]
+                                    cuda::GemmArgs<scalar_t, Acc> g;
+                                    g.a = strided<scalar_t>(g2);
+                                    g.mask = strided<scalar_t>(o2);
+                                    g.b = strided<scalar_t>(weight);
+                                    g.c = grad_input.data_ptr<scalar_t>();
+                                    g.ldc = grad_input.size(-1);
+                                    g.M = g2.size(0), g.N = weight.size(1), g.K = weight.size(0);
+                                    cuda::gemm(g);
+                                  });
   return grad_input;
 }
 
 // grad_bias[n] = sum_m g[m,n] * (o[m,n] > 0): one thread per column, rows in
 // order (deterministic); consecutive threads read consecutive columns.
 template <typename T, typename Acc>
-__global__ void masked_column_sum_kernel(cuda::StridedMatrix<T> g, cuda::StridedMatrix<T> o, int64_t M,
-                                         int64_t N, T* out) {
+__global__ void masked_column_sum_kernel(cuda::StridedMatrix<T> g, cuda::StridedMatrix<T> o, int64_t M, int64_t N,
+                                         T* out) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n >= N) return;
   Acc s = Acc(0);
@@ -120,32 +122,33 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cuda(const at::Te
     if (bias_grad) at::sum_out(grad_bias, masked, 0);
     return {grad_weight, grad_bias};
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_params_cuda", [&] {
-    using Acc = at::opmath_type<scalar_t>;
-    bool bias_done = false;
-    if (weight_grad) {  // cuda::gemm also fills the row sums when K is 0
-      // grad_weight[N,K] = (g * (o > 0)).T[N,M] @ input[M,K]; its row sums
-      // are the bias gradient.
-      const at::Tensor x = as_matrix(*input);
-      cuda::GemmArgs<scalar_t, Acc> g;
-      g.a = strided_t<scalar_t>(g2);
-      g.mask = strided_t<scalar_t>(o2);
-      g.b = strided<scalar_t>(x);
-      g.c = grad_weight.data_ptr<scalar_t>();
-      g.ldc = grad_weight.size(1);
-      g.M = N, g.N = x.size(1), g.K = x.size(0);
-      if (bias_grad) g.row_sums = grad_bias.data_ptr<scalar_t>();
-      cuda::gemm(g);
-      bias_done = bias_grad;
-    }
-    if (bias_grad && !bias_done && N > 0) {
-      const int threads = 256;
-      masked_column_sum_kernel<scalar_t, Acc>
-          <<<static_cast<unsigned>((N + threads - 1) / threads), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-              strided<scalar_t>(g2), strided<scalar_t>(o2), g2.size(0), N, grad_bias.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, output.scalar_type(), "linear_relu_backward_params_cuda", [&] {
+        using Acc = at::opmath_type<scalar_t>;
+        bool bias_done = false;
+        if (weight_grad) {  // cuda::gemm also fills the row sums when K is 0
+          // grad_weight[N,K] = (g * (o > 0)).T[N,M] @ input[M,K]; its row sums
+          // are the bias gradient.
+          const at::Tensor x = as_matrix(*input);
+          cuda::GemmArgs<scalar_t, Acc> g;
+          g.a = strided_t<scalar_t>(g2);
+          g.mask = strided_t<scalar_t>(o2);
+          g.b = strided<scalar_t>(x);
+          g.c = grad_weight.data_ptr<scalar_t>();
+          g.ldc = grad_weight.size(1);
+          g.M = N, g.N = x.size(1), g.K = x.size(0);
+          if (bias_grad) g.row_sums = grad_bias.data_ptr<scalar_t>();
+          cuda::gemm(g);
+          bias_done = bias_grad;
+        }
+        if (bias_grad && !bias_done && N > 0) {
+          const int threads = 256;
+          masked_column_sum_kernel<scalar_t, Acc>
+              <<<static_cast<unsigned>((N + threads - 1) / threads), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+                  strided<scalar_t>(g2), strided<scalar_t>(o2), g2.size(0), N, grad_bias.data_ptr<scalar_t>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      });
   return {grad_weight, grad_bias};
 }
 

@@ -18,9 +18,10 @@ TORCH_LIBRARY_FRAGMENT(fastlayers, m) {
 }
 
 at::Tensor linear_relu_call(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow(kLinearReLU, "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&)>();
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow(kLinearReLU, "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&)>();
   return op.call(input, weight, bias);
 }
 

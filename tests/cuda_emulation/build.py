@@ -33,7 +33,7 @@ _EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w
 
 
 def _launch(m):
-    no_args = m.string[m.end():].lstrip().startswith(")")
+    no_args = m.string[m.end() :].lstrip().startswith(")")
     return f"::emu::launch(::emu::LaunchConfig{{{m.group(2)}}}, {m.group(1)}" + ("" if no_args else ", ")
 
 
@@ -131,8 +131,9 @@ def asan_environment():
     preloaded too, so that the sanitizer finds the C++ runtime it wraps."""
     libs = []
     for name in ("libasan.so", "libstdc++.so"):
-        path = subprocess.run([os.environ.get("CXX", "c++"), f"-print-file-name={name}"], capture_output=True,
-                              text=True).stdout.strip()
+        path = subprocess.run(
+            [os.environ.get("CXX", "c++"), f"-print-file-name={name}"], capture_output=True, text=True
+        ).stdout.strip()
         if not os.path.isabs(path) or not os.path.exists(path):
             return None
         libs.append(path)

@@ -261,9 +261,9 @@ void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) 
   const dim3 g = cfg.grid, b = cfg.block;
   const uint64_t threads = uint64_t(b.x) * b.y * b.z;
   auto fail = [&](const std::string& why) {
-    throw std::runtime_error("CUDA emulation: invalid launch (grid " + std::to_string(g.x) + "x" +
-                             std::to_string(g.y) + "x" + std::to_string(g.z) + ", block " + std::to_string(b.x) + "x" +
-                             std::to_string(b.y) + "x" + std::to_string(b.z) + ", " + std::to_string(cfg.shared) +
+    throw std::runtime_error("CUDA emulation: invalid launch (grid " + std::to_string(g.x) + "x" + std::to_string(g.y) +
+                             "x" + std::to_string(g.z) + ", block " + std::to_string(b.x) + "x" + std::to_string(b.y) +
+                             "x" + std::to_string(b.z) + ", " + std::to_string(cfg.shared) +
                              " bytes of dynamic shared memory): " + why);
   };
   if (threads == 0 || g.x == 0 || g.y == 0 || g.z == 0) fail("a dimension is zero");
@@ -286,7 +286,8 @@ void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) 
         blockIdx = uint3{x, y, z};
         ++block_serial;
         if (__start_fastlayers_emu_shared != nullptr)
-          std::memset(__start_fastlayers_emu_shared, 0xff, __stop_fastlayers_emu_shared - __start_fastlayers_emu_shared);
+          std::memset(__start_fastlayers_emu_shared, 0xff,
+                      __stop_fastlayers_emu_shared - __start_fastlayers_emu_shared);
         blk.run(body, static_cast<unsigned>(threads));
       }
 }
@@ -307,8 +308,7 @@ inline unsigned char* publish(const void* data, size_t bytes) {
 
 inline void check_full_mask(unsigned mask, const char* what) {
   if (mask != 0xffffffffu)
-    throw std::runtime_error(std::string("CUDA emulation: ") + what +
-                             " with a partial mask is not emulated");
+    throw std::runtime_error(std::string("CUDA emulation: ") + what + " with a partial mask is not emulated");
 }
 
 template <typename T>
