@@ -4,12 +4,12 @@
 2. train a small classifier on real data (scikit-learn's 8x8 handwritten
    digits) with FusedLinearReLU layers and with nn.Linear + nn.ReLU, from the
    same initial weights, and compare,
-3. print the benchmark tables of the three ops (quick shapes;
-   `--full` for all shapes with torch.compile too).
+3. run the benchmark of every op against its anchors (python -m benchmarks
+   --quick; `--full` for all shapes) and print its tables.
 """
 
 import argparse
-import os
+import tempfile
 import time
 
 import torch
@@ -20,7 +20,7 @@ from fastlayers import functional as FL
 from fastlayers import reference as ref
 from fastlayers.testing import eager_bound, rel_error, tolerance
 
-from . import bench_center, bench_fixed_hidden_mlp, bench_linear_relu
+from . import suite
 
 
 def check_ops(device):
@@ -139,23 +139,19 @@ def digits_demo(device, epochs=60):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--full", action="store_true", help="the full benchmark: all anchor shapes, with torch.compile")
-    p.add_argument("--results", metavar="DIR", help="also write each benchmark's rows as DIR/<op>_<device>.json")
+    p.add_argument("--full", action="store_true", help="the full benchmark: all anchor shapes")
+    p.add_argument(
+        "--results",
+        metavar="DIR",
+        help="keep the benchmark's results.json, results.md and plots in DIR (default: a temporary folder)",
+    )
     args = p.parse_args(argv)
     ok = check_ops(args.device)
     digits_demo(args.device)
-    print("\n== 3. benchmark")
-    for name, bench in (
-        ("linear_relu", bench_linear_relu),
-        ("center", bench_center),
-        ("fixed_hidden_mlp", bench_fixed_hidden_mlp),
-    ):
-        bench_args = ["--device", args.device] + ([] if args.full else ["--quick"])
-        if args.results:
-            os.makedirs(args.results, exist_ok=True)
-            bench_args += ["--json", os.path.join(args.results, f"{name}_{args.device}.json")]
-        bench.main(bench_args)
-        print()
+    print("\n== 3. benchmark (python -m benchmarks" + ("" if args.full else " --quick") + ")")
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_args = ["--device", args.device, "--out", args.results or tmp] + ([] if args.full else ["--quick"])
+        suite.main(bench_args)
     return 0 if ok else 1
 
 

@@ -11,9 +11,10 @@ import time
 import torch
 
 
-def wall_us(fn, calls=None, repeats=7, budget_s=0.25):
-    """Wall time per call in µs (Python and dispatch included): `calls` calls,
-    then one synchronize; the median of `repeats` such runs."""
+def wall_stats(fn, calls=None, repeats=7, budget_s=0.25):
+    """Wall time per call (Python and dispatch included): `calls` calls, then
+    one synchronize, `repeats` such runs. Returns (median µs, spread), the
+    spread being (slowest - fastest run) / median."""
     fn()
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()
@@ -33,12 +34,19 @@ def wall_us(fn, calls=None, repeats=7, budget_s=0.25):
             fn()
         sync()
         runs.append((time.perf_counter() - t) / calls)
-    return statistics.median(runs) * 1e6
+    median = statistics.median(runs)
+    return median * 1e6, (max(runs) - min(runs)) / median
 
 
-def gpu_us(fns, repeats=50):
-    """GPU time per call in µs with CUDA events (median); `fns` is a list of
-    equivalent calls on different input sets, used in turn."""
+def wall_us(fn, calls=None, repeats=7, budget_s=0.25):
+    """The median of wall_stats, in µs."""
+    return wall_stats(fn, calls, repeats, budget_s)[0]
+
+
+def gpu_stats(fns, repeats=50):
+    """GPU time per call with CUDA events; `fns` is a list of equivalent
+    calls on different input sets, used in turn. Returns (median µs, spread
+    between the 10th and 90th percentile over the median)."""
     for f in fns:
         f()
     torch.cuda.synchronize()
@@ -50,7 +58,15 @@ def gpu_us(fns, repeats=50):
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
+    times.sort()
+    median = statistics.median(times)
+    lo, hi = times[len(times) // 10], times[(len(times) * 9) // 10 - (1 if len(times) >= 10 else 0)]
+    return median, (hi - lo) / median
+
+
+def gpu_us(fns, repeats=50):
+    """The median of gpu_stats, in µs."""
+    return gpu_stats(fns, repeats)[0]
 
 
 def warm_up_gpu(seconds=1.0):

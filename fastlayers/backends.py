@@ -91,3 +91,12 @@ def cpu_info():
     for key in ("l1d", "l2", "l3"):
         info[key] = int(info[key])
     return info
+
+
+def gemm_route(device, dtype, m, n, k, backward=False):
+    """Which matrix product a product ``C[m, n] = A[m, k] @ B[k, n]`` of
+    ``dtype`` on ``device`` ("cpu" or "cuda") runs under the policy now set:
+    ``"vendor"`` (oneDNN/MKL, cuBLAS/cuBLASLt through ATen) or
+    ``"fastlayers"`` (the hand-written kernels). ``backward`` asks for the
+    backward's products, whose crossovers differ."""
+    return "vendor" if torch.ops.fastlayers.uses_vendor_gemm(device, dtype, m, n, k, backward) else "fastlayers"

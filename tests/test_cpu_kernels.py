@@ -214,3 +214,14 @@ def test_fixed_hidden_mlp_on_both_cpu_routes(policy, dtype):
     assert rel_error(got, expected) <= tolerance(dtype, rel_error(eager, expected))
     for g, e, want in zip(grads, eager_grads, expected_grads):
         assert rel_error(g, want) <= tolerance(dtype, rel_error(e, want))
+
+
+def test_gemm_route_reports_the_policy_in_force():
+    assert backends.gemm_route("cpu", torch.float32, 2, 256, 20) == "fastlayers"  # tiny: never the vendor
+    assert backends.gemm_route("cpu", torch.float64, 4096, 4096, 4096) == "fastlayers"  # oneDNN has no float64
+    with backends.cpu_gemm("vendor"):
+        assert backends.gemm_route("cpu", torch.float32, 2, 256, 20) == "vendor"
+    with backends.cpu_gemm("fastlayers"):
+        assert backends.gemm_route("cpu", torch.float32, 4096, 4096, 4096, backward=True) == "fastlayers"
+    with pytest.raises(RuntimeError, match="uses_vendor_gemm: argument 'device' must be 'cpu' or 'cuda', got 'tpu'"):
+        backends.gemm_route("tpu", torch.float32, 1, 1, 1)

@@ -1,0 +1,585 @@
+"""Every fastlayers op against its anchors, on the device at hand, in one
+process: `python -m benchmarks`.
+
+    python -m benchmarks [--quick] [--ops linear_relu,center,fixed_hidden_mlp]
+                         [--dtypes float32,bfloat16] [--device cpu|cuda] [--out DIR]
+
+Anchors: eager PyTorch and torch.compile of it for every op; for
+linear_relu the vendor's fused op (cuBLASLt's bias+ReLU epilogue through
+torch._addmm_activation on CUDA, oneDNN's torch.ops.mkldnn._linear_pointwise
+on the CPU; both forward only) and fastlayers' own kernel forced; for
+FixedHiddenMLP the chapter's block, torch.compile of it, the block with the
+loop written as torch._higher_order_ops.while_loop under torch.compile, and
+the closed form a PyTorch user would write instead of the loop.
+
+Each case: wall time per call (median of repeats, and their spread), CUDA
+event time on the GPU, forward and forward+backward; the memory a
+forward+backward step keeps for the backward (and the CUDA peak) against
+eager's; the GEMM route the default policy took. Ceilings measured in the
+same run: a memory copy and a large vendor GEMM. TF32 is off, inputs are
+random, every timing is warmed up first, and on the GPU small inputs rotate
+so the cache is not what gets timed.
+
+Into --out (default benchmarks/results/<machine class>/) it writes
+results.json (the environment and every record), results.md (the tables)
+and plots/*.png (speedup against size; GFLOP/s and GB/s against the
+ceilings; needs matplotlib, skipped with a message without it). Writing
+under benchmarks/results/ regenerates that folder's index and the README's
+results section (benchmarks/report.py).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+import fastlayers
+from fastlayers import backends
+from fastlayers import functional as FL
+from fastlayers import reference as ref
+
+from .anchors import EagerFixedHiddenMLP
+from .timing import cpu_model, gpu_stats, wall_stats, warm_up_gpu
+
+OPS = ("linear_relu", "center", "fixed_hidden_mlp")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+# ---- environment and ceilings ----------------------------------------------
+
+
+def machine_class(device):
+    """The folder name of this machine's results: the CPU's best instruction
+    set (cpu_avx2, cpu_avx512_bf16, cpu_amx ...) or the GPU's model."""
+    if device == "cuda":
+        name = torch.cuda.get_device_name().lower().replace("nvidia", "").strip()
+        return "gpu_" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+    return "cpu_" + backends.cpu_info()["best"]
+
+
+def driver_version():
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def environment(device):
+    info = backends.cpu_info()
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": device,
+        "machine class": machine_class(device),
+        "cpu": cpu_model(),
+        "cpu instruction sets": ",".join(info["supported"]),
+        "cpu kernels": f"{info['active']} (best {info['best']}; AMX: {info['amx']})",
+        "aten cpu capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "fastlayers build": "with CUDA kernels" if fastlayers._library.WITH_CUDA else "CPU kernels only",
+    }
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+        env["cuda"] = torch.version.cuda
+        env["driver"] = driver_version()
+    return env
+
+
+def measure(fn, device, big=False):
+    """Wall time (and GPU time on CUDA) of fn, as a dict."""
+    wall, spread = wall_stats(fn, calls=1 if big and device == "cpu" else None, repeats=3 if big else 7)
+    out = {"wall_us": wall, "wall_spread": spread}
+    if device == "cuda":
+        gpu, gspread = gpu_stats([fn], repeats=10 if big else 50)
+        out.update(gpu_us=gpu, gpu_spread=gspread)
+    return out
+
+
+def ceilings(device, quick):
+    """A memory copy (GB/s: bytes read + written) and the vendor's GEMM
+    (GFLOP/s) per dtype, measured now on this device."""
+    n = 2**26 if device == "cuda" else 2**24
+    a = torch.randn(n, device=device)
+    b = torch.empty_like(a)
+    t = measure(lambda: b.copy_(a), device)
+    copy_us = t.get("gpu_us", t["wall_us"])
+    out = {"copy_GBps": 2 * a.numel() * a.element_size() / copy_us / 1e3, "copy_MiB": a.numel() * 4 // 2**20}
+    out["gemm_GFLOPs"] = {}
+    size = (4096 if quick else 8192) if device == "cuda" else (512 if quick else 1024)
+    for name in ("float32", "bfloat16"):
+        x = torch.randn(size, size, device=device, dtype=DTYPES[name])
+        t = measure(lambda x=x: torch.mm(x, x), device, big=device == "cpu" and not quick)
+        us = t.get("gpu_us", t["wall_us"])
+        out["gemm_GFLOPs"][name] = 2 * size**3 / us / 1e3
+    out["gemm_size"] = size
+    return out
+
+
+# ---- memory ------------------------------------------------------------------
+
+
+def saved_bytes(step):
+    """The bytes autograd keeps for the backward while `step` builds its
+    graph (storages counted once)."""
+    seen = {}
+
+    def pack(t):
+        if t.device.type != "meta":
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = step()
+    del out
+    return sum(seen.values())
+
+
+def cuda_peak_bytes(step_and_backward):
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step_and_backward()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+# ---- the cases ----------------------------------------------------------------
+
+
+def finish(record, anchors):
+    """Speedups of the fastlayers default against eager and the best anchor,
+    on GPU time where there is one, else wall time."""
+    key = "gpu_us" if all("gpu_us" in v for v in record["times"].values()) else "wall_us"
+    record["metric"] = key
+    ours = record["times"]["fastlayers"][key]
+    timed = {n: v[key] for n, v in record["times"].items() if n in anchors}
+    if timed:
+        best = min(timed, key=timed.get)
+        record["best_anchor"] = best
+        record["speedup_vs_best"] = timed[best] / ours
+    if "eager" in timed:
+        record["speedup_vs_eager"] = timed["eager"] / ours
+    return record
+
+
+def try_measure(record, name, fn, device, big=False):
+    try:
+        record["times"][name] = measure(fn, device, big)
+    except Exception as e:  # an anchor the installed torch cannot run: say so
+        record.setdefault("unsupported", {})[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+
+
+def has_onednn_fused():
+    try:
+        torch.ops.mkldnn._linear_pointwise(torch.ones(1, 1), torch.ones(1, 1), None, "relu", [], "")
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+LINEAR_SHAPES = {
+    "cpu": [(2, 20, 256), (64, 512, 512), (256, 1024, 1024), (1024, 1024, 1024), (4096, 1024, 4096)],
+    "cuda": [(2, 20, 256), (64, 512, 512), (256, 1024, 4096), (4096, 4096, 4096), (8192, 8192, 8192)],
+}
+LINEAR_QUICK = {
+    "cpu": [(2, 20, 256), (64, 512, 512), (256, 512, 512)],
+    "cuda": [(2, 20, 256), (64, 512, 512), (2048,) * 3],
+}
+
+
+def linear_relu_cases(device, dtypes, quick):
+    for dtype in dtypes:
+        for m, k, n in (LINEAR_QUICK if quick else LINEAR_SHAPES)[device]:
+            yield f"{m}x{k}->{n}", dtype, lambda m=m, k=k, n=n, dtype=dtype: linear_relu_case(m, k, n, dtype, device)
+
+
+def linear_relu_case(m, k, n, dtype, device):
+    dt = DTYPES[dtype]
+    big = m * k * n >= 2**32
+    x = torch.randn(m, k, device=device, dtype=dt)
+    w = (torch.randn(n, k, device=device, dtype=dt) / k**0.5).requires_grad_()
+    b = torch.randn(n, device=device, dtype=dt).requires_grad_()
+    xg = x.clone().requires_grad_()
+    g = torch.randn(m, n, device=device, dtype=dt)
+    torch._dynamo.reset()
+    compiled = torch.compile(ref.linear_relu, fullgraph=True, dynamic=False)
+    fwd_only = {}
+    if device == "cuda":
+        fwd_only["cublaslt"] = lambda x, w, b: torch._addmm_activation(b, x, w.t(), use_gelu=False)
+    elif has_onednn_fused() and dtype in ("float32", "bfloat16"):
+        fwd_only["onednn"] = lambda x, w, b: torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+    contenders = {"fastlayers": FL.linear_relu, "eager": ref.linear_relu, "compile": compiled}
+    size = {"m": m, "k": k, "n": n}
+    route = {
+        "forward": backends.gemm_route(device, dt, m, n, k),
+        "backward": backends.gemm_route(device, dt, m, k, n, backward=True),
+    }
+    common = {"op": "linear_relu", "case": f"{m}x{k}->{n}", "dtype": dtype, "size": size, "route": route}
+    fwd = dict(common, **{"pass": "fwd", "work": 2 * m * k * n, "unit": "flop", "times": {}})
+    bwd = dict(common, **{"pass": "fwd+bwd", "work": 6 * m * k * n, "unit": "flop", "times": {}})
+    with torch.no_grad():
+        for name, f in {**contenders, **fwd_only}.items():
+            try_measure(fwd, name, lambda f=f: f(x, w, b), device, big)
+        with backends.cpu_gemm("fastlayers"), backends.cuda_gemm("fastlayers"):
+            try_measure(fwd, "own kernel", lambda: FL.linear_relu(x, w, b), device, big)
+    for name, f in contenders.items():
+        try_measure(bwd, name, lambda f=f: f(xg, w, b).backward(g), device, big)
+    with backends.cpu_gemm("fastlayers"), backends.cuda_gemm("fastlayers"):
+        try_measure(bwd, "own kernel", lambda: FL.linear_relu(xg, w, b).backward(g), device, big)
+    bwd["memory"] = memory_of({n: (lambda f=f: f(xg, w, b)) for n, f in contenders.items() if n != "compile"}, g)
+    anchors = ("eager", "compile", "cublaslt", "onednn")
+    return [finish(fwd, anchors), finish(bwd, anchors)]
+
+
+def memory_of(forwards, grad):
+    """Bytes kept for the backward by each forward (and the CUDA peak of a
+    forward+backward step)."""
+    out = {"saved_for_backward": {n: saved_bytes(f) for n, f in forwards.items()}}
+    if torch.cuda.is_available() and grad.is_cuda:
+        out["cuda_peak"] = {n: cuda_peak_bytes(lambda f=f: f().backward(grad)) for n, f in forwards.items()}
+    return out
+
+
+CENTER_SIZES = {"cpu": [10**3, 2**16, 2**20, 2**24], "cuda": [10**3, 2**16, 2**20, 2**24, 2**26, 2**28]}
+CENTER_QUICK = {"cpu": [10**3, 2**16, 2**20], "cuda": [10**3, 2**16, 2**24]}
+ROW = 1024
+
+
+def center_cases(device, dtypes, quick):
+    for dtype in dtypes:
+        for n in (CENTER_QUICK if quick else CENTER_SIZES)[device]:
+            kinds = [("whole", (n,), None)]
+            if n >= ROW:
+                kinds += [("rows", (n // ROW, ROW), -1), ("cols", (n // ROW, ROW), 0)]
+            for kind, shape, dim in kinds:
+                yield (
+                    f"{kind} {n}",
+                    dtype,
+                    lambda kind=kind, shape=shape, dim=dim, dtype=dtype, n=n: center_case(
+                        kind, n, shape, dim, dtype, device
+                    ),
+                )
+
+
+def center_case(kind, n, shape, dim, dtype, device):
+    dt = DTYPES[dtype]
+    x = (torch.randn(shape, device=device) + 3.0).to(dt)
+    xg = x.clone().requires_grad_()
+    g = torch.randn(shape, device=device, dtype=dt)
+    torch._dynamo.reset()
+    compiled = torch.compile(ref.center, fullgraph=True, dynamic=False)
+    contenders = {
+        "fastlayers": lambda t: FL.center(t, dim),
+        "eager": lambda t: ref.center(t, dim),
+        "compile": lambda t: compiled(t, dim),
+    }
+    nbytes = x.numel() * x.element_size()
+    common = {"op": "center", "case": f"{kind} {n}", "dtype": dtype, "size": {"numel": n, "kind": kind}}
+    # the least traffic: read the input once, write the output once (per pass)
+    fwd = dict(common, **{"pass": "fwd", "work": 2 * nbytes, "unit": "byte", "times": {}, "route": "no GEMM"})
+    bwd = dict(common, **{"pass": "fwd+bwd", "work": 4 * nbytes, "unit": "byte", "times": {}, "route": "no GEMM"})
+    with torch.no_grad():
+        for name, f in contenders.items():
+            try_measure(fwd, name, lambda f=f: f(x), device)
+    for name, f in contenders.items():
+        try_measure(bwd, name, lambda f=f: f(xg).backward(g), device)
+    bwd["memory"] = memory_of({n: (lambda f=f: f(xg)) for n, f in contenders.items() if n != "compile"}, g)
+    return [finish(fwd, ("eager", "compile")), finish(bwd, ("eager", "compile"))]
+
+
+FHM_SHAPES = {"cpu": [(2, 20), (64, 20), (4096, 256)], "cuda": [(2, 20), (64, 20), (4096, 256), (65536, 1024)]}
+FHM_QUICK = {"cpu": [(2, 20), (64, 20)], "cuda": [(2, 20), (64, 20), (4096, 256)]}
+
+
+def fixed_hidden_mlp_cases(device, dtypes, quick):
+    for dtype in dtypes:
+        for batch, f in (FHM_QUICK if quick else FHM_SHAPES)[device]:
+            yield f"{batch}x{f}", dtype, lambda b=batch, f=f, dtype=dtype: fixed_hidden_mlp_case(b, f, dtype, device)
+
+
+class WhileLoopFixedHiddenMLP(nn.Module):
+    """The chapter's block with its loop as torch._higher_order_ops.while_loop,
+    the way a PyTorch user removes the graph break under torch.compile."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        from torch._higher_order_ops import while_loop
+
+        lin, c = self.block.linear, self.block.rand_weight
+        h = lin(torch.relu(torch.mm(lin(x), c) + 1))
+        (h,) = while_loop(lambda h: h.abs().sum() > 1, lambda h: (h / 2,), (h,))
+        return h.sum()
+
+
+def smart_eager(block):
+    """The chapter's block with the halving loop replaced by its closed form
+    (k = ceil(log2 sum|h|) from a float64 sum): no loop, no host sync."""
+
+    def forward(x):
+        lin, c = block.linear, block.rand_weight
+        h = lin(torch.relu(torch.mm(lin(x), c) + 1))
+        s = h.abs().sum(dtype=torch.float64)
+        k = torch.where(s > 1, torch.ceil(torch.log2(s)), torch.zeros_like(s))
+        return (h * torch.exp2(-k).to(h.dtype)).sum()
+
+    return forward
+
+
+def fixed_hidden_mlp_case(batch, features, dtype, device):
+    dt = DTYPES[dtype]
+    torch.manual_seed(0)
+    eager = EagerFixedHiddenMLP(features).to(device, dt)
+    fused = fastlayers.FixedHiddenMLP(features).to(device, dt)
+    fused.load_state_dict(eager.state_dict())
+    x = torch.rand(batch, features, device=device, dtype=dt)
+    torch._dynamo.reset()
+    contenders = {
+        "fastlayers": fused,
+        "eager": eager,
+        "compile": torch.compile(eager),
+        "while_loop compile": torch.compile(WhileLoopFixedHiddenMLP(eager), fullgraph=True),
+        "smart eager": smart_eager(eager),
+    }
+    big = batch * features * features >= 2**30
+    mnk = batch * features * features
+    route = backends.gemm_route(device, dt, batch, features, features)
+    common = {"op": "fixed_hidden_mlp", "case": f"{batch}x{features}", "dtype": dtype, "route": route}
+    common["size"] = {"batch": batch, "features": features}
+    fwd = dict(common, **{"pass": "fwd", "work": 3 * 2 * mnk, "unit": "flop", "times": {}})
+    bwd = dict(common, **{"pass": "fwd+bwd", "work": 3 * 6 * mnk, "unit": "flop", "times": {}})
+    with torch.no_grad():
+        for name, model in contenders.items():
+            try_measure(fwd, name, lambda model=model: model(x), device, big)
+    for name, model in contenders.items():
+        try_measure(bwd, name, lambda model=model: model(x).backward(), device, big)
+    one = torch.ones((), device=device, dtype=dt)
+    bwd["memory"] = memory_of({"fastlayers": lambda: fused(x), "eager": lambda: eager(x)}, one)
+    anchors = ("eager", "compile", "while_loop compile", "smart eager")
+    return [finish(fwd, anchors), finish(bwd, anchors)]
+
+
+CASES = {"linear_relu": linear_relu_cases, "center": center_cases, "fixed_hidden_mlp": fixed_hidden_mlp_cases}
+
+
+# ---- output ----------------------------------------------------------------------
+
+
+def fmt_us(v):
+    return f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
+
+
+def markdown(result):
+    env, recs = result["environment"], result["records"]
+    lines = [
+        f"# fastlayers benchmarks: {env['machine class']}",
+        "",
+        f"{env['date']}; {env.get('gpu') or env['cpu']}; torch {env['torch']}; {env['threads']} threads; "
+        f"CPU kernels {env['cpu kernels']}.",
+        "",
+        f"Ceilings measured in the same run: a copy of {result['ceilings']['copy_MiB']} MiB "
+        f"{result['ceilings']['copy_GBps']:.1f} GB/s (read + write; cache-resident cases can exceed it); vendor GEMM "
+        + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in result["ceilings"]["gemm_GFLOPs"].items())
+        + f" at {result['ceilings']['gemm_size']}³.",
+        "",
+        "Times in µs per call (GPU time where the device is a GPU, else wall time); speedups are the",
+        "fastlayers default against eager and against the best anchor; spread is the largest",
+        "(slowest - fastest) / median of the row's timings; memory is what a forward keeps for the",
+        "backward, fastlayers ÷ eager.",
+    ]
+    for op in OPS:
+        rows = [r for r in recs if r["op"] == op]
+        if not rows:
+            continue
+        names = []
+        for r in rows:
+            names += [n for n in r["times"] if n not in names]
+        lines += ["", f"## {op}", ""]
+        head = ["case", "dtype", "pass", *names, "vs eager", "vs best", "best anchor", "spread", "memory", "route"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            key = r["metric"]
+            cells = [r["case"], r["dtype"], r["pass"]]
+            cells += [fmt_us(r["times"][n][key]) if n in r["times"] else "—" for n in names]
+            cells += [f"{r['speedup_vs_eager']:.2f}×" if "speedup_vs_eager" in r else "—"]
+            cells += [f"{r['speedup_vs_best']:.2f}×" if "speedup_vs_best" in r else "—", r.get("best_anchor", "—")]
+            spread_key = key.replace("_us", "_spread")
+            cells.append(f"{max(v.get(spread_key, 0) for v in r['times'].values()):.0%}")
+            saved = r.get("memory", {}).get("saved_for_backward", {})
+            if not saved:
+                cells.append("—")
+            elif saved["eager"] == 0:
+                cells.append("none kept" if saved["fastlayers"] == 0 else f"{saved['fastlayers']:,} B vs none")
+            else:
+                cells.append(f"{saved['fastlayers'] / saved['eager']:.2f}")
+            route = r["route"]
+            cells.append(route if isinstance(route, str) else f"{route['forward']} / {route['backward']}")
+            lines.append("| " + " | ".join(cells) + " |")
+        unsupported = {n: why for r in rows for n, why in r.get("unsupported", {}).items()}
+        for n, why in unsupported.items():
+            lines.append(f"\n{n}: not run here ({why}).")
+    return "\n".join(lines) + "\n"
+
+
+def series_of(record):
+    """A plotted line: dtype, pass, and for center the kind of reduction."""
+    return (record["dtype"], record["pass"], record["size"].get("kind", ""))
+
+
+def plots(result, out_dir):
+    """The PNG plots; returns their paths ([] without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plots (pip install matplotlib)")
+        return []
+    os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
+    recs, env, ceil = result["records"], result["environment"], result["ceilings"]
+    paths = []
+    for op in OPS:
+        rows = [r for r in recs if r["op"] == op and "speedup_vs_eager" in r]
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for series in sorted({series_of(r) for r in rows}):
+            sel = sorted((r for r in rows if series_of(r) == series), key=lambda r: r["work"])
+            style = "-o" if series[1] == "fwd" else "--s"
+            ax.plot([r["work"] for r in sel], [r["speedup_vs_best"] for r in sel], style, label=" ".join(series))
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("work per call (" + rows[0]["unit"] + "s)")
+        ax.set_ylabel("speedup vs the best anchor (×)")
+        ax.set_title(f"{op}: fastlayers vs the best anchor\n{env['machine class']}, torch {env['torch']}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "plots", f"{op}_speedup.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    for op, unit, ceiling_of in (
+        ("linear_relu", "GFLOP/s", lambda dtype: ceil["gemm_GFLOPs"].get(dtype)),
+        ("center", "GB/s", lambda dtype: ceil["copy_GBps"]),
+    ):
+        rows = [r for r in recs if r["op"] == op and r["pass"] == "fwd" and "fastlayers" in r["times"]]
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for series in sorted({series_of(r) for r in rows}):
+            sel = sorted((r for r in rows if series_of(r) == series), key=lambda r: r["work"])
+            for name, style in (("fastlayers", "-o"), ("eager", ":x")):
+                pts = [(r["work"], r["work"] / r["times"][name][r["metric"]] / 1e3) for r in sel if name in r["times"]]
+                ax.plot([x for x, _ in pts], [y for _, y in pts], style, label=f"{name} " + " ".join(series[::2]))
+        for dtype in sorted({r["dtype"] for r in rows}):
+            c = ceiling_of(dtype)
+            if c:
+                ax.axhline(c, ls="--", lw=0.8, color="gray")
+                label = (
+                    f"vendor GEMM {dtype} at {ceil['gemm_size']}³: {c:,.0f}"
+                    if unit == "GFLOP/s"
+                    else f"copy of {ceil['copy_MiB']} MiB: {c:,.0f} (data that fits in the caches can go faster)"
+                )
+                ax.annotate(label, (min(r["work"] for r in rows), c), fontsize=7, va="bottom")
+        ax.set_xscale("log")
+        ax.set_xlabel("work per call (" + rows[0]["unit"] + "s)")
+        ax.set_ylabel(f"achieved {unit} (forward)")
+        what = "vendor GEMM" if unit == "GFLOP/s" else "memory copy"
+        ax.set_title(f"{op}: achieved {unit} against the {what} ceiling\n{env['machine class']}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "plots", f"{op}_{'gflops' if unit == 'GFLOP/s' else 'bandwidth'}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ---- the command ---------------------------------------------------------------
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="fewer and smaller shapes (minutes on 2 CPU cores)")
+    p.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, from {','.join(OPS)}")
+    p.add_argument("--dtypes", default="float32,bfloat16", help=f"comma-separated, from {','.join(DTYPES)}")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    p.add_argument(
+        "--out", help="the folder for results.json, results.md and plots/ (default: benchmarks/results/<machine class>)"
+    )
+    args = p.parse_args(argv)
+    args.ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    for o in args.ops:
+        if o not in OPS:
+            p.error(f"--ops: unknown op {o!r} (choose from {', '.join(OPS)})")
+    for d in args.dtypes:
+        if d not in DTYPES:
+            p.error(f"--dtypes: unknown dtype {d!r} (choose from {', '.join(DTYPES)})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible")
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    device = args.device
+    out_dir = args.out or os.path.join(RESULTS, machine_class(device))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    if device == "cuda":
+        warm_up_gpu()
+    env = environment(device)
+    print(f"fastlayers benchmarks on {env.get('gpu') or env['cpu']} ({env['machine class']}), torch {env['torch']}")
+    print("measuring the ceilings (memory copy, vendor GEMM) ...", flush=True)
+    ceil = ceilings(device, args.quick)
+    plan = [(op, *case) for op in args.ops for case in CASES[op](device, args.dtypes, args.quick)]
+    records, start = [], time.perf_counter()
+    for i, (op, name, dtype, run) in enumerate(plan, 1):
+        elapsed = time.perf_counter() - start
+        eta = f", about {elapsed / (i - 1) * (len(plan) - i + 1):.0f} s left" if i > 1 else ""
+        print(f"[{i}/{len(plan)}] {op} {name} {dtype} ({elapsed:.0f} s{eta})", flush=True)
+        records += run()
+    result = {"environment": env, "ceilings": ceil, "quick": args.quick, "records": records}
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    md = markdown(result)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md)
+    made = plots(result, out_dir)
+    print()
+    print(md)
+    print(f"wrote {out_dir}/results.json, results.md" + (f" and {len(made)} plots" if made else ""))
+    if os.path.dirname(os.path.abspath(out_dir)) == RESULTS:
+        from . import report
+
+        report.main([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
