@@ -17,8 +17,8 @@ event time on the GPU, forward and forward+backward; the memory a
 forward+backward step keeps for the backward (and the CUDA peak) against
 eager's; the GEMM route the default policy took. Ceilings measured in the
 same run: a memory copy and a large vendor GEMM. TF32 is off, inputs are
-random, every timing is warmed up first, and on the GPU small inputs rotate
-so the cache is not what gets timed.
+random, every timing is warmed up first, and a case whose inputs take under
+16 MiB rotates over 4 sets of them, so the cache is not what gets timed.
 
 Into --out (default benchmarks/results/<machine class>/) it writes
 results.json (the environment and every record), results.md (the tables)
@@ -30,6 +30,7 @@ results section (benchmarks/report.py).
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -100,12 +101,28 @@ def environment(device):
     return env
 
 
-def measure(fn, device, big=False):
-    """Wall time (and GPU time on CUDA) of fn, as a dict."""
-    wall, spread = wall_stats(fn, calls=1 if big and device == "cpu" else None, repeats=3 if big else 7)
-    out = {"wall_us": wall, "wall_spread": spread}
+# One set of a case's inputs smaller than this is made SETS times and the
+# calls rotate over them, so that the timing is not of inputs left warm in
+# the cache by the call before.
+ROTATE_BELOW = 16 * 2**20
+SETS = 4
+
+
+def input_sets(make, nbytes):
+    """`make()` builds one set of inputs; small ones come SETS times."""
+    return [make() for _ in range(SETS if nbytes < ROTATE_BELOW else 1)]
+
+
+def measure(fns, device, big=False):
+    """Wall time (and GPU time on CUDA) of a call, as a dict; `fns` is the
+    call or a list of it on rotating input sets."""
+    fns = fns if isinstance(fns, list) else [fns]
+    turn = itertools.cycle(fns)
+    call = fns[0] if len(fns) == 1 else (lambda: next(turn)())
+    wall, spread = wall_stats(call, calls=1 if big and device == "cpu" else None, repeats=3 if big else 7)
+    out = {"wall_us": wall, "wall_spread": spread, "input_sets": len(fns)}
     if device == "cuda":
-        gpu, gspread = gpu_stats([fn], repeats=10 if big else 50)
+        gpu, gspread = gpu_stats(fns, repeats=10 if big else 50)
         out.update(gpu_us=gpu, gpu_spread=gspread)
     return out
 
@@ -212,11 +229,15 @@ def linear_relu_cases(device, dtypes, quick):
 def linear_relu_case(m, k, n, dtype, device):
     dt = DTYPES[dtype]
     big = m * k * n >= 2**32
-    x = torch.randn(m, k, device=device, dtype=dt)
-    w = (torch.randn(n, k, device=device, dtype=dt) / k**0.5).requires_grad_()
-    b = torch.randn(n, device=device, dtype=dt).requires_grad_()
-    xg = x.clone().requires_grad_()
-    g = torch.randn(m, n, device=device, dtype=dt)
+
+    def make():
+        x = torch.randn(m, k, device=device, dtype=dt)
+        w = (torch.randn(n, k, device=device, dtype=dt) / k**0.5).requires_grad_()
+        b = torch.randn(n, device=device, dtype=dt).requires_grad_()
+        return x, w, b, x.clone().requires_grad_(), torch.randn(m, n, device=device, dtype=dt)
+
+    sets = input_sets(make, (m * k + n * k + m * n) * torch.finfo(dt).bits // 8)
+    x, w, b, xg, g = sets[0]
     torch._dynamo.reset()
     compiled = torch.compile(ref.linear_relu, fullgraph=True, dynamic=False)
     fwd_only = {}
@@ -233,15 +254,22 @@ def linear_relu_case(m, k, n, dtype, device):
     common = {"op": "linear_relu", "case": f"{m}x{k}->{n}", "dtype": dtype, "size": size, "route": route}
     fwd = dict(common, **{"pass": "fwd", "work": 2 * m * k * n, "unit": "flop", "times": {}})
     bwd = dict(common, **{"pass": "fwd+bwd", "work": 6 * m * k * n, "unit": "flop", "times": {}})
+
+    def forward(f):
+        return [lambda s=s: f(s[0], s[1], s[2]) for s in sets]
+
+    def step(f):
+        return [lambda s=s: f(s[3], s[1], s[2]).backward(s[4]) for s in sets]
+
     with torch.no_grad():
         for name, f in {**contenders, **fwd_only}.items():
-            try_measure(fwd, name, lambda f=f: f(x, w, b), device, big)
+            try_measure(fwd, name, forward(f), device, big)
         with backends.cpu_gemm("fastlayers"), backends.cuda_gemm("fastlayers"):
-            try_measure(fwd, "own kernel", lambda: FL.linear_relu(x, w, b), device, big)
+            try_measure(fwd, "own kernel", forward(FL.linear_relu), device, big)
     for name, f in contenders.items():
-        try_measure(bwd, name, lambda f=f: f(xg, w, b).backward(g), device, big)
+        try_measure(bwd, name, step(f), device, big)
     with backends.cpu_gemm("fastlayers"), backends.cuda_gemm("fastlayers"):
-        try_measure(bwd, "own kernel", lambda: FL.linear_relu(xg, w, b).backward(g), device, big)
+        try_measure(bwd, "own kernel", step(FL.linear_relu), device, big)
     bwd["memory"] = memory_of({n: (lambda f=f: f(xg, w, b)) for n, f in contenders.items() if n != "compile"}, g)
     anchors = ("eager", "compile", "cublaslt", "onednn")
     return [finish(fwd, anchors), finish(bwd, anchors)]
@@ -279,9 +307,13 @@ def center_cases(device, dtypes, quick):
 
 def center_case(kind, n, shape, dim, dtype, device):
     dt = DTYPES[dtype]
-    x = (torch.randn(shape, device=device) + 3.0).to(dt)
-    xg = x.clone().requires_grad_()
-    g = torch.randn(shape, device=device, dtype=dt)
+
+    def make():
+        x = (torch.randn(shape, device=device) + 3.0).to(dt)
+        return x, x.clone().requires_grad_(), torch.randn(shape, device=device, dtype=dt)
+
+    sets = input_sets(make, n * torch.finfo(dt).bits // 8)
+    x, xg, g = sets[0]
     torch._dynamo.reset()
     compiled = torch.compile(ref.center, fullgraph=True, dynamic=False)
     contenders = {
@@ -296,9 +328,9 @@ def center_case(kind, n, shape, dim, dtype, device):
     bwd = dict(common, **{"pass": "fwd+bwd", "work": 4 * nbytes, "unit": "byte", "times": {}, "route": "no GEMM"})
     with torch.no_grad():
         for name, f in contenders.items():
-            try_measure(fwd, name, lambda f=f: f(x), device)
+            try_measure(fwd, name, [lambda f=f, s=s: f(s[0]) for s in sets], device)
     for name, f in contenders.items():
-        try_measure(bwd, name, lambda f=f: f(xg).backward(g), device)
+        try_measure(bwd, name, [lambda f=f, s=s: f(s[1]).backward(s[2]) for s in sets], device)
     bwd["memory"] = memory_of({n: (lambda f=f: f(xg)) for n, f in contenders.items() if n != "compile"}, g)
     return [finish(fwd, ("eager", "compile")), finish(bwd, ("eager", "compile"))]
 
@@ -350,7 +382,8 @@ def fixed_hidden_mlp_case(batch, features, dtype, device):
     eager = EagerFixedHiddenMLP(features).to(device, dt)
     fused = fastlayers.FixedHiddenMLP(features).to(device, dt)
     fused.load_state_dict(eager.state_dict())
-    x = torch.rand(batch, features, device=device, dtype=dt)
+    xs = input_sets(lambda: torch.rand(batch, features, device=device, dtype=dt), batch * features * 4)
+    x = xs[0]
     torch._dynamo.reset()
     contenders = {
         "fastlayers": fused,
@@ -368,9 +401,9 @@ def fixed_hidden_mlp_case(batch, features, dtype, device):
     bwd = dict(common, **{"pass": "fwd+bwd", "work": 3 * 6 * mnk, "unit": "flop", "times": {}})
     with torch.no_grad():
         for name, model in contenders.items():
-            try_measure(fwd, name, lambda model=model: model(x), device, big)
+            try_measure(fwd, name, [lambda model=model, x=x: model(x) for x in xs], device, big)
     for name, model in contenders.items():
-        try_measure(bwd, name, lambda model=model: model(x).backward(), device, big)
+        try_measure(bwd, name, [lambda model=model, x=x: model(x).backward() for x in xs], device, big)
     one = torch.ones((), device=device, dtype=dt)
     bwd["memory"] = memory_of({"fastlayers": lambda: fused(x), "eager": lambda: eager(x)}, one)
     anchors = ("eager", "compile", "while_loop compile", "smart eager")
