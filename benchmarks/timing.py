@@ -60,7 +60,7 @@ def gpu_stats(fns, repeats=50):
         times.append(start.elapsed_time(end) * 1e3)
     times.sort()
     median = statistics.median(times)
-    lo, hi = times[len(times) // 10], times[(len(times) * 9) // 10 - (1 if len(times) >= 10 else 0)]
+    lo, hi = times[len(times) // 10], times[min(len(times) - 1, (len(times) * 9) // 10)]
     return median, (hi - lo) / median
 
 
