@@ -28,7 +28,7 @@ ISAS = [isa_param(name) for name in backends.CPU_ISAS]
 
 # (rows, in_features, out_features): a few rows (unpacked paths), one panel,
 # partial panels in both directions, and reductions longer than every KC
-# (128 to 512 on the machines seen).
+# (512 to 1024 on the machines seen).
 SHAPES = [(3, 20, 256), (13, 40, 33), (67, 130, 70), (97, 1030, 45)]
 
 
@@ -81,9 +81,11 @@ def test_each_isa_without_bias_and_with_strided_operands(isa):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_isa_gives_the_same_bits_for_any_thread_count(isa, dtype):
+    # Threads split the tiles by rows, by columns or both (1, 2 and 3
+    # threads), each walking several row blocks and two k blocks.
     g = torch.Generator().manual_seed(1)
-    x, w, b = (torch.randn(s, generator=g).to(dtype) for s in ((150, 300), (90, 300), (90,)))
-    go = torch.randn(150, 90, generator=g).to(dtype)
+    x, w, b = (torch.randn(s, generator=g).to(dtype) for s in ((400, 1100), (90, 1100), (90,)))
+    go = torch.randn(400, 90, generator=g).to(dtype)
     threads = torch.get_num_threads()
     results = []
     try:

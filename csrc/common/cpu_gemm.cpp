@@ -175,23 +175,27 @@ void pack_b_panel(P* dst, int NR, const MatrixView<T>& b, int64_t p0, int64_t kc
   }
 }
 
-// Space for the packed operands, kept per calling thread between calls:
-// a fresh multi-megabyte allocation is handed back to the system on free,
+// Scratch space kept per calling thread between calls, one slot per use
+// (the packed operands; the float workspace of a half-precision product): a
+// fresh multi-megabyte allocation is handed back to the system on free,
 // and re-touching it costs a page fault per 4 KB on every call. Requests
-// above kKeepBytes are allocated for the call alone.
-void* packing_space(size_t bytes, std::unique_ptr<char[]>& once) {
+// above kKeepBytes are allocated for the call alone. Not zero-filled.
+enum class Scratch { Packing = 0, Workspace = 1 };
+
+void* scratch_space(Scratch slot, size_t bytes, std::unique_ptr<char[]>& once) {
   constexpr size_t kKeepBytes = size_t(64) << 20;
   if (bytes > kKeepBytes) {
     once.reset(new char[bytes + 64]);
     return once.get();
   }
-  thread_local std::unique_ptr<char[]> kept;
-  thread_local size_t kept_size = 0;
-  if (kept_size < bytes) {
-    kept.reset(new char[bytes + 64]);
-    kept_size = bytes;
+  thread_local std::unique_ptr<char[]> kept[2];
+  thread_local size_t kept_size[2] = {0, 0};
+  const int i = static_cast<int>(slot);
+  if (kept_size[i] < bytes) {
+    kept[i].reset(new char[bytes + 64]);
+    kept_size[i] = bytes;
   }
-  return kept.get();
+  return kept[i].get();
 }
 
 template <typename T>
@@ -200,25 +204,57 @@ T* aligned64(void* p) {
   return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
 }
 
-// The blocking for one kernel on this machine.
+// The blocking for one kernel on this machine and reduction length K.
 struct Blocking {
   int64_t kc, mc_panels;
 };
 
 template <typename P>
-Blocking blocking_for(int mr, int nr, int k_align, Layout a_layout) {
+Blocking blocking_for(int mr, int nr, int k_align, Layout a_layout, int64_t K) {
   const CacheSizes& caches = cache_sizes();
-  int64_t kc;
+  int64_t kc_max;
   if (a_layout == Layout::RowMajor) {
-    kc = 512;  // tile kernels read their panels from L2; a deep k block amortises the tile store
+    kc_max = 512;  // tile kernels read their panels from L2; a deep k block amortises the tile store
   } else {
-    kc = caches.l1d / 2 / (nr * static_cast<int64_t>(sizeof(P)));
-    kc = std::clamp<int64_t>(kc - kc % 16, 64, 1024);
+    // A deep k block: every k block loads and stores the C tile again, and
+    // both panels stream from L2 fast enough for the FMAs (per k step, one
+    // B row and MR broadcasts for MR * NR multiply-adds). Measured on a
+    // Zen 4: KC 128 (B panel in half of L1) ran at 0.83-0.90x oneDNN on
+    // one core, a whole K of 1024 at 0.96-1.00x (benchmarks/NOTES.md).
+    kc_max = caches.l2 / 8 / (nr * static_cast<int64_t>(sizeof(P)));
+    kc_max = std::clamp<int64_t>(kc_max - kc_max % 16, 64, 1024);
   }
-  kc -= kc % k_align;
+  // Equal k blocks: K = 1100 runs as two of 560, not 1024 and 76.
+  const int64_t k_blocks = (K + kc_max - 1) / kc_max;
+  int64_t kc = (K + k_blocks - 1) / k_blocks;
+  kc = (kc + 15) / 16 * 16;
+  kc = (kc + k_align - 1) / k_align * k_align;
   const int64_t panel_bytes = kc * mr * static_cast<int64_t>(sizeof(P));
   const int64_t mc_panels = std::clamp<int64_t>(caches.l2 / 4 / panel_bytes, 2, 16);
   return {kc, mc_panels};
+}
+
+// How `threads` threads split an a_panels x b_panels grid of tiles: tm row
+// parts by tn column parts (tm * tn threads, at most `threads`), the one
+// whose largest part has the fewest tiles; on a tie, fewer row parts (the A
+// panels are then shared and each thread keeps its own B panels).
+struct ThreadGrid {
+  int64_t tm, tn;
+};
+
+ThreadGrid thread_grid(int64_t threads, int64_t a_panels, int64_t b_panels) {
+  ThreadGrid best{1, 1};
+  int64_t best_cost = a_panels * b_panels;
+  for (int64_t t = std::min(threads, a_panels * b_panels); t > 1; --t) {
+    for (int64_t tm = 1; tm <= t; ++tm) {
+      if (t % tm || tm > a_panels || t / tm > b_panels) continue;
+      const int64_t tn = t / tm;
+      const int64_t cost = ((a_panels + tm - 1) / tm) * ((b_panels + tn - 1) / tn);
+      if (cost < best_cost) best = {tm, tn}, best_cost = cost;
+    }
+    if (best.tm * best.tn == t) break;  // the most threads that split evenly enough
+  }
+  return best;
 }
 
 // C (cacc, Acc) = epilogue(A @ B) on a tile kernel that multiplies P, for
@@ -230,7 +266,7 @@ void packed_gemm(const TileKernel<Acc, P>& kernel, const KernelSet<Acc>* fast, c
                  const Epilogue<Acc>& epilogue, Acc* row_sums, bool serial, const Store& store_rows) {
   const int64_t M = a.rows, K = a.cols, N = b.cols;
   const int MR = kernel.mr, NR = kernel.nr;
-  const Blocking blk = blocking_for<P>(MR, NR, kernel.k_align, LA);
+  const Blocking blk = blocking_for<P>(MR, NR, kernel.k_align, LA, K);
   const int64_t KC = blk.kc;
   const int64_t k_blocks = (K + KC - 1) / KC;
   auto kc_of = [&](int64_t kb) { return std::min<int64_t>(KC, K - kb * KC); };
@@ -244,8 +280,8 @@ void packed_gemm(const TileKernel<Acc, P>& kernel, const KernelSet<Acc>* fast, c
   // order, so each row sum has one owner and a fixed order.
   const int64_t a_block = kcp_max * a_panels * MR, b_block = kcp_max * b_panels * NR;
   std::unique_ptr<char[]> once;
-  P* const packed_a =
-      aligned64<P>(packing_space(sizeof(P) * static_cast<size_t>(k_blocks * (a_block + b_block)) + 64, once));
+  P* const packed_a = aligned64<P>(
+      scratch_space(Scratch::Packing, sizeof(P) * static_cast<size_t>(k_blocks * (a_block + b_block)) + 64, once));
   P* const packed_b = packed_a + k_blocks * a_block;
   if (row_sums) std::fill(row_sums, row_sums + M, Acc(0));
   auto pack_a_panel_t = [&](int64_t t) {
@@ -263,63 +299,60 @@ void packed_gemm(const TileKernel<Acc, P>& kernel, const KernelSet<Acc>* fast, c
                                 jp * NR, fast);
   };
 
-  // Tasks are (row block, column chunk) pairs: enough to keep every thread
-  // busy, each owning its part of C across the whole reduction.
-  const int64_t m_blocks = (a_panels + blk.mc_panels - 1) / blk.mc_panels;
-  const int64_t want_tasks = serial ? 1 : 4 * at::get_num_threads();
-  int64_t chunk_panels = b_panels;
-  if (m_blocks < want_tasks) {
-    const int64_t chunks = (want_tasks + m_blocks - 1) / m_blocks;
-    chunk_panels = std::max<int64_t>(1, (b_panels + chunks - 1) / chunks);
-  }
-  const int64_t n_chunks = (b_panels + chunk_panels - 1) / chunk_panels;
-
-  // With one row block (few rows: A is small), each column chunk has one
-  // task, which packs its own B panels just before using them: one
-  // parallel region instead of two, and the panels are still in cache.
-  // Otherwise everything is packed first, panel by panel, in parallel.
-  const bool b_packed_by_task = m_blocks == 1;
-  if (b_packed_by_task) {
-    for (int64_t t = 0; t < a_panels; ++t) pack_a_panel_t(t);
-  } else {
-    maybe_parallel(serial, a_panels + k_blocks * b_panels, [&](int64_t begin, int64_t end) {
+  // Each thread owns one rectangle of a tm x tn grid over the tiles (panel
+  // counts differ by at most one: no thread waits on a larger share) and
+  // walks it in row blocks of at most mc_panels A panels. An operand split
+  // along the grid is packed by the thread that uses it, inside its task;
+  // one shared by several threads is packed first, in parallel.
+  const ThreadGrid grid = serial ? ThreadGrid{1, 1} : thread_grid(at::get_num_threads(), a_panels, b_panels);
+  const bool a_shared = grid.tn > 1, b_shared = grid.tm > 1;
+  if (a_shared && !b_shared && M * K <= kSerialWork) {
+    for (int64_t t = 0; t < a_panels; ++t) pack_a_panel_t(t);  // small: not worth a second parallel region
+  } else if (a_shared || b_shared) {
+    const int64_t a_items = a_shared ? a_panels : 0, b_items = b_shared ? k_blocks * b_panels : 0;
+    maybe_parallel(serial, a_items + b_items, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        if (t < a_panels) {
+        if (t < a_items) {
           pack_a_panel_t(t);
         } else {
-          pack_b_panel_t((t - a_panels) / b_panels, (t - a_panels) % b_panels);
+          pack_b_panel_t((t - a_items) / b_panels, (t - a_items) % b_panels);
         }
       }
     });
   }
 
-  maybe_parallel(serial, m_blocks * n_chunks, [&](int64_t begin, int64_t end) {
+  maybe_parallel(serial, grid.tm * grid.tn, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t mb = t / n_chunks, chunk = t % n_chunks;
-      const int64_t ip0 = mb * blk.mc_panels, ip1 = std::min(a_panels, ip0 + blk.mc_panels);
-      const int64_t jp0 = chunk * chunk_panels, jp1 = std::min(b_panels, jp0 + chunk_panels);
-      if (b_packed_by_task) {
+      const int64_t gm = t / grid.tn, gn = t % grid.tn;
+      const int64_t ia = gm * a_panels / grid.tm, ib = (gm + 1) * a_panels / grid.tm;
+      const int64_t jp0 = gn * b_panels / grid.tn, jp1 = (gn + 1) * b_panels / grid.tn;
+      if (!a_shared)
+        for (int64_t ip = ia; ip < ib; ++ip) pack_a_panel_t(ip);
+      if (!b_shared)
         for (int64_t kb = 0; kb < k_blocks; ++kb)
           for (int64_t jp = jp0; jp < jp1; ++jp) pack_b_panel_t(kb, jp);
-      }
-      for (int64_t kb = 0; kb < k_blocks; ++kb) {
-        const int64_t kcp = kcp_of(kb);
-        const bool first = kb == 0, last = kb == k_blocks - 1;
-        const P* ablock = packed_a + kb * a_block;
-        const P* bblock = packed_b + kb * b_block;
-        for (int64_t jp = jp0; jp < jp1; ++jp) {
-          const int64_t j = jp * NR;
-          const int nr = static_cast<int>(std::min<int64_t>(NR, N - j));
-          const Acc* bias = (last && epilogue.bias) ? epilogue.bias + j : nullptr;
-          for (int64_t ip = ip0; ip < ip1; ++ip) {
-            const int64_t i = ip * MR;
-            const int mr = static_cast<int>(std::min<int64_t>(MR, M - i));
-            kernel.fn(kcp, ablock + ip * kcp * MR, bblock + jp * kcp * NR, cacc + i * ldacc + j, ldacc, mr, nr, !first,
-                      bias, last && epilogue.relu);
+      const int64_t row_blocks = (ib - ia + blk.mc_panels - 1) / blk.mc_panels;
+      for (int64_t rb = 0; rb < row_blocks; ++rb) {
+        const int64_t ip0 = ia + rb * (ib - ia) / row_blocks, ip1 = ia + (rb + 1) * (ib - ia) / row_blocks;
+        for (int64_t kb = 0; kb < k_blocks; ++kb) {
+          const int64_t kcp = kcp_of(kb);
+          const bool first = kb == 0, last = kb == k_blocks - 1;
+          const P* ablock = packed_a + kb * a_block;
+          const P* bblock = packed_b + kb * b_block;
+          for (int64_t jp = jp0; jp < jp1; ++jp) {
+            const int64_t j = jp * NR;
+            const int nr = static_cast<int>(std::min<int64_t>(NR, N - j));
+            const Acc* bias = (last && epilogue.bias) ? epilogue.bias + j : nullptr;
+            for (int64_t ip = ip0; ip < ip1; ++ip) {
+              const int64_t i = ip * MR;
+              const int mr = static_cast<int>(std::min<int64_t>(MR, M - i));
+              kernel.fn(kcp, ablock + ip * kcp * MR, bblock + jp * kcp * NR, cacc + i * ldacc + j, ldacc, mr, nr,
+                        !first, bias, last && epilogue.relu);
+            }
           }
         }
+        store_rows(ip0 * MR, std::min(M, ip1 * MR), jp0 * NR, std::min(N, jp1 * NR));
       }
-      store_rows(ip0 * MR, std::min(M, ip1 * MR), jp0 * NR, std::min(N, jp1 * NR));
     }
   });
 }
@@ -396,14 +429,15 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask, const MatrixView<T>
       return;
     }
   }
-  std::vector<Acc> workspace;
+  std::unique_ptr<char[]> workspace_once;
   Acc* cacc;
   int64_t ldacc;
   if constexpr (direct) {
     cacc = c, ldacc = ldc;
   } else {
-    workspace.resize(static_cast<size_t>(M * N));
-    cacc = workspace.data(), ldacc = N;
+    cacc = aligned64<Acc>(
+        scratch_space(Scratch::Workspace, sizeof(Acc) * static_cast<size_t>(M * N) + 64, workspace_once));
+    ldacc = N;
   }
   const ToBf16Fn to_bf16 = std::is_same_v<T, c10::BFloat16> ? to_bf16_rows(isa) : nullptr;
   auto store_rows = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
