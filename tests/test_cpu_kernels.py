@@ -225,5 +225,11 @@ def test_gemm_route_reports_the_policy_in_force():
         assert backends.gemm_route("cpu", torch.float32, 2, 256, 20) == "vendor"
     with backends.cpu_gemm("fastlayers"):
         assert backends.gemm_route("cpu", torch.float32, 4096, 4096, 4096, backward=True) == "fastlayers"
+    if backends.cpu_info()["active"] in ("avx512", "avx512_bf16"):
+        # The measured band (csrc/common/gemm_policy.h): the vendor takes the
+        # middle of the float32 backward, fastlayers both ends.
+        route = [backends.gemm_route("cpu", torch.float32, 2**e, 2**e, 2**e, backward=True) for e in (5, 8, 10)]
+        assert route == ["fastlayers", "vendor", "fastlayers"]
+        assert backends.gemm_route("cpu", torch.bfloat16, 1024, 1024, 1024) == "vendor"
     with pytest.raises(RuntimeError, match="uses_vendor_gemm: argument 'device' must be 'cpu' or 'cuda', got 'tpu'"):
         backends.gemm_route("tpu", torch.float32, 1, 1, 1)

@@ -78,19 +78,27 @@ inline std::atomic<int64_t>& cpu_gemm_policy() {
   return policy;
 }
 
-// The smallest product (multiply-adds) the auto policy sends to the vendor,
-// per dtype class and pass; kNever keeps it on fastlayers' kernels.
-struct CpuCrossover {
-  int64_t float_forward, float_backward, half_forward, half_backward;
-};
+// The products (in multiply-adds) the auto policy sends to the vendor, per
+// dtype class and pass: those in [from, below). kNever as `from` keeps the
+// class on fastlayers' kernels; as `below`, the vendor takes every larger one.
 constexpr int64_t kNever = INT64_MAX;
+struct VendorBand {
+  int64_t from, below = kNever;
+  bool contains(int64_t macs) const { return macs >= from && macs < below; }
+};
+struct CpuCrossover {
+  VendorBand float_forward, float_backward, half_forward, half_backward;
+};
 
 // AVX-512 rungs: measured on a 2-core AMD EPYC (Zen 4: AVX-512 with
-// AVX512-BF16, no AMX; benchmarks/results/cpu_avx512_bf16/gemm_crossover.txt),
-// sweep steps of 2^2-2^3. fastlayers won up to the last size below each
-// constant and oneDNN/MKL from the first at or above it:
-//   float32 forward: 1.22x at 2^22, 0.98x at 2^24;  backward: 1.18x at 2^16, 0.93x at 2^19;
-//   bfloat16 forward: 2.56x at 2^19, 0.92x at 2^22;  backward: 4.4x at 2^16, 0.90x at 2^19.
+// AVX512-BF16, no AMX; benchmarks/results/cpu_avx512_bf16/gemm_crossover.txt,
+// three runs), sweep steps of 2^2-2^3, fastlayers ÷ vendor:
+//   float32 forward: 1.00-1.08x at 2^22 (one run 0.73x), 0.87-0.98x from 2^24;
+//   float32 backward: 0.87-1.16x at 2^19, 0.60-1.34x at 2^22-2^26, then
+//       1.13-1.52x from 2^28 (the vendor masks the gradient in a pass of its
+//       own, twice when both gradients are due; fastlayers while packing);
+//   bfloat16 forward: 1.37-1.68x at 2^19, 0.73-1.04x at 2^22, 0.6-0.9x above;
+//   bfloat16 backward: 1.23-2.36x at 2^19, 0.45-1.54x at 2^22, 0.47-0.89x above.
 // The AMX rung uses the same table: on an Intel AMX CPU oneDNN's bfloat16
 // products run on the tile unit and were faster still (3-7x fastlayers at
 // 2^24 and up), so the vendor there from 2^21 is on the safe side.
@@ -102,9 +110,9 @@ inline CpuCrossover cpu_crossover(cpu::Isa isa) {
     case cpu::Isa::Avx512Bf16:
     case cpu::Isa::Amx:
     case cpu::Isa::AmxEmulated:
-      return {int64_t(1) << 23, int64_t(1) << 18, int64_t(1) << 21, int64_t(1) << 18};
+      return {{int64_t(1) << 23}, {int64_t(1) << 18, int64_t(1) << 27}, {int64_t(1) << 21}, {int64_t(1) << 20}};
     default:
-      return {kNever, kNever, kNever, kNever};
+      return {{kNever}, {kNever}, {kNever}, {kNever}};
   }
 }
 
@@ -119,9 +127,9 @@ inline bool use_vendor_cpu_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m,
       if (dtype == c10::ScalarType::Double) return false;  // oneDNN has no float64 product to offer
       const CpuCrossover c = cpu_crossover(cpu::active_isa());
       const bool half = dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
-      const int64_t min_macs = half ? (pass == GemmPass::Forward ? c.half_forward : c.half_backward)
-                                    : (pass == GemmPass::Forward ? c.float_forward : c.float_backward);
-      return m * n * k >= min_macs;
+      const VendorBand band = half ? (pass == GemmPass::Forward ? c.half_forward : c.half_backward)
+                                   : (pass == GemmPass::Forward ? c.float_forward : c.float_backward);
+      return band.contains(m * n * k);
     }
   }
 }
