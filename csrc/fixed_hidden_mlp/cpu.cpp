@@ -167,7 +167,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
     T* g3 = grad3.data_ptr<T>();
     if (return_sum) {
       const T g = static_cast<T>(std::ldexp(static_cast<Acc>(grad_output.reshape({}).item<T>()), e));
-      std::fill(g3, g3 + m * f, g);
+      grad3.fill_(static_cast<double>(g));  // ATen's vectorised fill: an element loop over T took ~1 ms at 2^20
     } else {
       const at::Tensor go = as_matrix(grad_output);
       const auto gv = cpu::view_of<T>(go);
