@@ -4,8 +4,8 @@
 //
 // Blocking follows the usual packed-GEMM recipe, sized from the caches of
 // the machine at hand: KC (the reduction block) keeps one packed B panel
-// (KC x NR) in half of L1; a task's row block of A panels (MC x KC) in a
-// quarter of L2. A and B are packed once per call into panels laid out as
+// (KC x NR) within an eighth of L2; a row block of A panels (MC x KC)
+// within a quarter of L2. A and B are packed once per call into panels laid out as
 // the kernel asks (cpu_gemm_kernels.h Layout), zero-padded to whole panels.
 #include "cpu_gemm.h"
 

@@ -16,9 +16,9 @@
 // sums of the (masked) A are produced in the same pass: that is the bias
 // gradient of a linear layer.
 //
-// Work is split over (row block, column chunk) tasks; a task owns its part
-// of C across the whole reduction, so results do not depend on the number
-// of threads. Up to 4 rows of A skip packing (dot-product and axpy paths).
+// Each thread owns one rectangle of an even grid over C's tiles across the
+// whole reduction, so results do not depend on the number of threads. Up to 4 rows of A skip packing (dot-product and
+// axpy paths).
 #pragma once
 
 #include <ATen/core/Tensor.h>
