@@ -180,5 +180,7 @@ def _fixed_hidden_mlp_backward_fake(
     hidden: Tensor,
     halvings: Tensor,
     return_sum: bool,
+    input_grad: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return input.new_empty(input.shape), weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],))
+    grad_input = input.new_empty(input.shape) if input_grad else input.new_empty((0,))
+    return grad_input, weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],))

@@ -488,3 +488,6 @@ def check_fixed_hidden_backward(cuda_ops, m, f, dtype, return_sum):
     for got, same_dtype, want in zip((gi, gw, gb), eager, exact):
         tol = tolerance(dtype, rel_error(same_dtype, want))
         assert got.dtype == dtype and rel_error(got, want) <= tol
+    # Without the input's gradient: the same parameter gradients, no grad_input.
+    no_gi, same_gw, same_gb = cuda_ops.fixed_hidden_mlp_backward(grad, x, w, c, hidden, k, return_sum, False)
+    assert no_gi.shape == (0,) and torch.equal(same_gw, gw) and torch.equal(same_gb, gb)

@@ -29,8 +29,9 @@ class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFu
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
     auto [grad_input, grad_weight, grad_bias] =
-        fixed_hidden_mlp_backward_call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["return_sum"].toBool());
-    return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor()};
+        fixed_hidden_mlp_backward_call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["return_sum"].toBool(),
+                                       ctx->needs_input_grad(0));
+    return {ctx->needs_input_grad(0) ? grad_input : at::Tensor(), grad_weight, grad_bias, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -48,11 +49,12 @@ FixedHiddenTriple fixed_hidden_mlp_autograd(const at::Tensor& input, const at::T
 FixedHiddenTriple fixed_hidden_mlp_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                                      const at::Tensor& weight, const at::Tensor& rand_weight,
                                                      const at::Tensor& hidden, const at::Tensor& halvings,
-                                                     bool return_sum) {
+                                                     bool return_sum, bool input_grad) {
   check_no_double_backward(kFixedHiddenMLPBackward, "fastlayers.FixedHiddenMLP",
                            {&grad_output, &input, &weight, &rand_weight, &hidden});
   at::AutoDispatchBelowADInplaceOrView guard;
-  return fixed_hidden_mlp_backward_call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
+  return fixed_hidden_mlp_backward_call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum,
+                                        input_grad);
 }
 
 }  // namespace

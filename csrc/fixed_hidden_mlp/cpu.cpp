@@ -150,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cpu(const at::Te
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
-    const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
+    const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum, bool input_grad) {
   const int64_t m =
       check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
   const int64_t f = weight.size(0);
@@ -158,7 +158,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
   const int e = static_cast<int>(-halvings.item<int64_t>());
   const auto opts = input.options();
   at::Tensor grad3 = at::empty({m, f}, opts), grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts);
-  at::Tensor grad_input = at::empty({m, f}, opts), grad_weight = at::empty({f, f}, opts);
+  at::Tensor grad_input = input_grad ? at::empty({m, f}, opts) : at::empty({0}, opts);
+  at::Tensor grad_weight = at::empty({f, f}, opts);
   at::Tensor grad_bias = at::empty({f}, opts);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_backward_cpu", [&] {
     using T = scalar_t;
@@ -179,7 +180,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
       at::mm_out(grad2, grad3, weight);
       at::mm_out(grad_weight, grad3.t(), hidden);
       at::mm_out(grad1, at::threshold_backward(grad2, hidden, 0), rand_weight.t());
-      at::mm_out(grad_input, grad1, weight);
+      if (input_grad) at::mm_out(grad_input, grad1, weight);
       grad_weight.addmm_(grad1.t(), x);
       at::sum_out(grad_bias, grad3, 0).add_(grad1.sum(0));
       return;
@@ -196,7 +197,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
     cpu::gemm<T, Acc>(g2v, &h2, cpu::view_of<T>(rand_weight).transposed(), grad1.data_ptr<T>(), f, {}, nullptr);
     // first use of the linear: h1 = x @ W.T + b
     const auto g1v = cpu::view_of<T>(grad1);
-    cpu::gemm<T, Acc>(g1v, nullptr, w, grad_input.data_ptr<T>(), f, {}, nullptr);
+    if (input_grad) cpu::gemm<T, Acc>(g1v, nullptr, w, grad_input.data_ptr<T>(), f, {}, nullptr);
     at::Tensor grad_weight2 = at::empty({f, f}, opts);
     cpu::gemm<T, Acc>(g1v.transposed(), nullptr, cpu::view_of<T>(x), grad_weight2.data_ptr<T>(), f, {},
                       bias_sums2.data());
@@ -206,7 +207,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
     T* gb = grad_bias.data_ptr<T>();
     for (int64_t j = 0; j < f; ++j) gb[j] = static_cast<T>(bias_sums[j] + bias_sums2[j]);
   });
-  return {grad_input.view(input.sizes()), grad_weight, grad_bias};
+  return {input_grad ? grad_input.view(input.sizes()) : grad_input, grad_weight, grad_bias};
 }
 
 }  // namespace

@@ -284,7 +284,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
-    const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum) {
+    const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum, bool input_grad) {
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t m =
       check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
@@ -294,9 +294,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
   const at::Tensor grad_matrix = return_sum ? grad_output : as_matrix(grad_output);
   at::Tensor grad_input = at::empty({m, f}, opts), grad_weight = at::empty({f, f}, opts),
              grad_bias = at::empty({f}, opts);
+  // The single-launch kernel writes grad_input regardless; the multi-kernel
+  // paths skip its product when it is not wanted.
+  auto result = [&] {
+    return FixedHiddenTriple{input_grad ? grad_input.view(input.sizes()) : at::empty({0}, opts), grad_weight,
+                             grad_bias};
+  };
   if (m == 0 || f == 0) {
     grad_weight.zero_(), grad_bias.zero_();
-    return {grad_input.view(input.sizes()), grad_weight, grad_bias};
+    return result();
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_backward_cuda", [&] {
     using T = scalar_t;
@@ -322,7 +328,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       at::mm_out(grad_weight, grad3.t(), hidden);
       at::sum_out(grad_bias, grad3, 0);
       at::mm_out(grad1, at::threshold_backward(grad2, hidden, 0), rand_weight.t());  // mask from h2, through C.T
-      at::mm_out(grad_input, grad1, weight);                                         // first use
+      if (input_grad) at::mm_out(grad_input, grad1, weight);                         // first use
       grad_weight.addmm_(grad1.t(), x);
       grad_bias.add_(at::sum(grad1, 0));
       return;
@@ -342,12 +348,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
     // h2 = relu(h1 C + 1): the mask from h2, then through C.T
     product(strided<T>(grad2), strided<T>(hidden), strided_t<T>(rand_weight), m, f, grad1, nullptr);
     // first use of the linear: h1 = x W.T + b
-    product(strided<T>(grad1), none, strided<T>(weight), m, f, grad_input, nullptr);
+    if (input_grad) product(strided<T>(grad1), none, strided<T>(weight), m, f, grad_input, nullptr);
     product(strided_t<T>(grad1), none, strided<T>(x), f, m, grad_weight2, grad_bias2.data_ptr<T>());
     grad_weight.add_(grad_weight2);
     grad_bias.add_(grad_bias2);
   });
-  return {grad_input.view(input.sizes()), grad_weight, grad_bias};
+  return result();
 }
 
 }  // namespace

@@ -15,8 +15,10 @@
 // NaN or the infinity unchanged.
 //
 // fixed_hidden_mlp_backward(grad_output, input, weight, rand_weight, hidden,
-//     halvings, return_sum) -> (grad_input, grad_weight, grad_bias), with k
-// held constant and the gradients of both uses of the shared linear summed.
+//     halvings, return_sum, input_grad=True) -> (grad_input, grad_weight,
+// grad_bias), with k held constant and the gradients of both uses of the
+// shared linear summed. With input_grad=False the input's gradient (one of
+// the five products) is not computed and grad_input is an empty [0] tensor.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -102,6 +104,7 @@ FixedHiddenTriple fixed_hidden_mlp_call(const at::Tensor& input, const at::Tenso
                                         const at::Tensor& rand_weight, bool return_sum);
 FixedHiddenTriple fixed_hidden_mlp_backward_call(const at::Tensor& grad_output, const at::Tensor& input,
                                                  const at::Tensor& weight, const at::Tensor& rand_weight,
-                                                 const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum);
+                                                 const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum,
+                                                 bool input_grad);
 
 }  // namespace fastlayers
