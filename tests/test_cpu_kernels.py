@@ -200,14 +200,15 @@ def test_the_environment_caps_the_isa_at_start_up():
 
 @pytest.mark.parametrize("policy", ["fastlayers", "vendor"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fixed_hidden_mlp_on_both_cpu_routes(policy, dtype):
+@pytest.mark.parametrize("return_sum", [False, True])
+def test_fixed_hidden_mlp_on_both_cpu_routes(policy, dtype, return_sum):
     torch.manual_seed(0)
     x, w, b, c = torch.rand(70, 40), torch.randn(40, 40) / 7, torch.randn(40), torch.rand(40, 40)
 
     def run(fn, cast):
         leaves = [t.to(cast).requires_grad_() for t in (x, w, b)]
-        out = fn(*leaves, c.to(cast), return_sum=False)
-        return out, torch.autograd.grad(out, leaves, torch.ones_like(out))
+        out = fn(*leaves, c.to(cast), return_sum=return_sum)
+        return out, torch.autograd.grad(out, leaves, torch.full_like(out, 0.75))
 
     expected, expected_grads = run(ref.fixed_hidden_mlp, torch.float64)
     eager, eager_grads = run(ref.fixed_hidden_mlp, dtype)

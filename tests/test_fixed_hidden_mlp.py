@@ -142,7 +142,8 @@ def test_gradients_match_the_chapter_block(device):
 
 
 @pytest.mark.parametrize("policy", ["fastlayers", "vendor"])
-def test_an_input_without_grad_skips_its_product(policy, device):
+@pytest.mark.parametrize("return_sum", [False, True])
+def test_an_input_without_grad_skips_its_product(policy, return_sum, device):
     # Parameter gradients equal those of a backward that computes every
     # gradient; the op returns an empty grad_input when asked not to compute it.
     w, b, c = params(6, torch.float32, device)
@@ -150,20 +151,20 @@ def test_an_input_without_grad_skips_its_product(policy, device):
     switch = backends.cpu_gemm if device == "cpu" else backends.cuda_gemm
     with switch(policy):
         full = [t.clone().requires_grad_() for t in (x, w, b)]
-        FL.fixed_hidden_mlp(*full, c, False).square().sum().backward()
+        FL.fixed_hidden_mlp(*full, c, return_sum).square().sum().backward()
         params_only = [x] + [t.clone().requires_grad_() for t in (w, b)]
-        FL.fixed_hidden_mlp(*params_only, c, False).square().sum().backward()
+        FL.fixed_hidden_mlp(*params_only, c, return_sum).square().sum().backward()
         assert x.grad is None
         for got, want in zip(params_only[1:], full[1:]):
             assert torch.equal(got.grad, want.grad)
-        _, hidden, k = OPS.fixed_hidden_mlp(x, w, b, c, False)
-        g = torch.randn(40, 6, device=device)
-        skipped = OPS.fixed_hidden_mlp_backward(g, x, w, c, hidden, k, False, False)
-        every = OPS.fixed_hidden_mlp_backward(g, x, w, c, hidden, k, False)
+        out, hidden, k = OPS.fixed_hidden_mlp(x, w, b, c, return_sum)
+        g = torch.randn(out.shape, device=device)
+        skipped = OPS.fixed_hidden_mlp_backward(g, x, w, c, hidden, k, return_sum, False)
+        every = OPS.fixed_hidden_mlp_backward(g, x, w, c, hidden, k, return_sum)
     assert skipped[0].shape == (0,) and every[0].shape == x.shape
     assert torch.equal(skipped[1], every[1]) and torch.equal(skipped[2], every[2])
     for input_grad in (True, False):
-        torch.library.opcheck(OPS.fixed_hidden_mlp_backward.default, (g, x, w, c, hidden, k, False, input_grad))
+        torch.library.opcheck(OPS.fixed_hidden_mlp_backward.default, (g, x, w, c, hidden, k, return_sum, input_grad))
 
 
 def test_double_backward_raises_a_clear_error(device):

@@ -28,9 +28,8 @@ class FixedHiddenMLPFunction : public torch::autograd::Function<FixedHiddenMLPFu
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    auto [grad_input, grad_weight, grad_bias] =
-        fixed_hidden_mlp_backward_call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["return_sum"].toBool(),
-                                       ctx->needs_input_grad(0));
+    auto [grad_input, grad_weight, grad_bias] = fixed_hidden_mlp_backward_call(
+        grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["return_sum"].toBool(), ctx->needs_input_grad(0));
     return {ctx->needs_input_grad(0) ? grad_input : at::Tensor(), grad_weight, grad_bias, at::Tensor(), at::Tensor()};
   }
 };

@@ -157,55 +157,75 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
   const at::Tensor x = as_matrix(input);
   const int e = static_cast<int>(-halvings.item<int64_t>());
   const auto opts = input.options();
-  at::Tensor grad3 = at::empty({m, f}, opts), grad2 = at::empty({m, f}, opts), grad1 = at::empty({m, f}, opts);
+  const bool vendor = use_vendor_cpu_gemm(GemmPass::Backward, input.scalar_type(), m, f, f);
   at::Tensor grad_input = input_grad ? at::empty({m, f}, opts) : at::empty({0}, opts);
-  at::Tensor grad_weight = at::empty({f, f}, opts);
-  at::Tensor grad_bias = at::empty({f}, opts);
+  at::Tensor grad_weight = at::empty({f, f}, opts), grad_bias = at::empty({f}, opts);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fixed_hidden_mlp_backward_cpu", [&] {
     using T = scalar_t;
     using Acc = at::opmath_type<T>;
-    // grad of h3: the incoming gradient times 2^-k (k held constant).
-    T* g3 = grad3.data_ptr<T>();
+    const auto acc_type = c10::CppTypeToScalarType<Acc>::value;
+    // Second use of the linear, h3 = h2 @ W.T + b, with grad3 = the incoming
+    // gradient times 2^-k (k held constant): grad2 = grad3 @ W, and that
+    // use's weight gradient grad3.T @ h2 and bias gradient (grad3's column
+    // sums, in Acc).
+    at::Tensor grad2, grad_weight_second;
+    std::vector<Acc> bias_second(static_cast<size_t>(f));
     if (return_sum) {
-      const T g = static_cast<T>(std::ldexp(static_cast<Acc>(grad_output.reshape({}).item<T>()), e));
-      grad3.fill_(static_cast<double>(g));  // ATen's vectorised fill: an element loop over T took ~1 ms at 2^20
+      // grad3 is one constant g, so both products are column sums: every
+      // row of grad2 is g * (W's column sums), every row of the weight
+      // gradient g * (h2's column sums). Broadcast rows, nothing materialised.
+      const Acc g =
+          static_cast<Acc>(static_cast<T>(std::ldexp(static_cast<Acc>(grad_output.reshape({}).item<T>()), e)));
+      grad2 = at::sum(weight, {0}, false, acc_type).mul_(g).to(input.scalar_type()).expand({m, f});
+      grad_weight_second = at::sum(hidden, {0}, false, acc_type).mul_(g).to(input.scalar_type()).expand({f, f});
+      std::fill(bias_second.begin(), bias_second.end(), g * static_cast<Acc>(m));
     } else {
-      const at::Tensor go = as_matrix(grad_output);
-      const auto gv = cpu::view_of<T>(go);
+      at::Tensor grad3 = at::empty({m, f}, opts);
+      T* g3 = grad3.data_ptr<T>();
+      const auto gv = cpu::view_of<T>(as_matrix(grad_output));
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < f; ++j) g3[i * f + j] = static_cast<T>(std::ldexp(static_cast<Acc>(gv(i, j)), e));
+      grad2 = at::empty({m, f}, opts), grad_weight_second = at::empty({f, f}, opts);
+      if (vendor) {  // oneDNN/MKL (common/gemm_policy.h)
+        at::mm_out(grad2, grad3, weight);
+        at::mm_out(grad_weight_second, grad3.t(), hidden);
+        const at::Tensor sums = at::sum(grad3, {0}, false, acc_type);
+        std::copy(sums.const_data_ptr<Acc>(), sums.const_data_ptr<Acc>() + f, bias_second.begin());
+      } else {
+        const auto g3v = cpu::view_of<T>(grad3);
+        cpu::gemm<T, Acc>(g3v, nullptr, cpu::view_of<T>(weight), grad2.data_ptr<T>(), f, {}, nullptr);
+        cpu::gemm<T, Acc>(g3v.transposed(), nullptr, cpu::view_of<T>(hidden), grad_weight_second.data_ptr<T>(), f, {},
+                          bias_second.data());
+      }
     }
-    if (use_vendor_cpu_gemm(GemmPass::Backward, input.scalar_type(), m, f, f)) {
-      // The five products on oneDNN/MKL; the mask through threshold_backward.
-      at::mm_out(grad2, grad3, weight);
-      at::mm_out(grad_weight, grad3.t(), hidden);
+    // h2 = relu(h1 @ C + 1): grad1 = (grad2 masked by h2 > 0) @ C.T; then
+    // the first use of the linear, h1 = x @ W.T + b.
+    at::Tensor grad1 = at::empty({m, f}, opts);
+    std::vector<Acc> bias_first(static_cast<size_t>(f));
+    if (vendor) {
       at::mm_out(grad1, at::threshold_backward(grad2, hidden, 0), rand_weight.t());
       if (input_grad) at::mm_out(grad_input, grad1, weight);
-      grad_weight.addmm_(grad1.t(), x);
-      at::sum_out(grad_bias, grad3, 0).add_(grad1.sum(0));
-      return;
+      at::addmm_out(grad_weight, grad_weight_second, grad1.t(), x);
+      const at::Tensor sums = at::sum(grad1, {0}, false, acc_type);
+      std::copy(sums.const_data_ptr<Acc>(), sums.const_data_ptr<Acc>() + f, bias_first.begin());
+    } else {
+      const auto h2 = cpu::view_of<T>(hidden);
+      cpu::gemm<T, Acc>(cpu::view_of<T>(grad2), &h2, cpu::view_of<T>(rand_weight).transposed(), grad1.data_ptr<T>(), f,
+                        {}, nullptr);  // the mask applied while packing
+      const auto g1v = cpu::view_of<T>(grad1);
+      if (input_grad)
+        cpu::gemm<T, Acc>(g1v, nullptr, cpu::view_of<T>(weight), grad_input.data_ptr<T>(), f, {}, nullptr);
+      cpu::gemm<T, Acc>(g1v.transposed(), nullptr, cpu::view_of<T>(x), grad_weight.data_ptr<T>(), f, {},
+                        bias_first.data());
+      // Both uses' weight gradients added in Acc.
+      const auto second = cpu::view_of<T>(grad_weight_second);
+      T* gw = grad_weight.data_ptr<T>();
+      for (int64_t i = 0; i < f; ++i)
+        for (int64_t j = 0; j < f; ++j)
+          gw[i * f + j] = static_cast<T>(static_cast<Acc>(gw[i * f + j]) + static_cast<Acc>(second(i, j)));
     }
-    const auto w = cpu::view_of<T>(weight);
-    const auto h2 = cpu::view_of<T>(hidden);
-    const auto g3v = cpu::view_of<T>(grad3);
-    // second use of the linear: h3 = h2 @ W.T + b
-    std::vector<Acc> bias_sums(static_cast<size_t>(f)), bias_sums2(static_cast<size_t>(f));
-    cpu::gemm<T, Acc>(g3v, nullptr, w, grad2.data_ptr<T>(), f, {}, nullptr);
-    cpu::gemm<T, Acc>(g3v.transposed(), nullptr, h2, grad_weight.data_ptr<T>(), f, {}, bias_sums.data());
-    // h2 = relu(h1 @ C + 1): mask from h2 while packing, then through C.T
-    const auto g2v = cpu::view_of<T>(grad2);
-    cpu::gemm<T, Acc>(g2v, &h2, cpu::view_of<T>(rand_weight).transposed(), grad1.data_ptr<T>(), f, {}, nullptr);
-    // first use of the linear: h1 = x @ W.T + b
-    const auto g1v = cpu::view_of<T>(grad1);
-    if (input_grad) cpu::gemm<T, Acc>(g1v, nullptr, w, grad_input.data_ptr<T>(), f, {}, nullptr);
-    at::Tensor grad_weight2 = at::empty({f, f}, opts);
-    cpu::gemm<T, Acc>(g1v.transposed(), nullptr, cpu::view_of<T>(x), grad_weight2.data_ptr<T>(), f, {},
-                      bias_sums2.data());
-    T* gw = grad_weight.data_ptr<T>();
-    const T* gw2 = grad_weight2.const_data_ptr<T>();
-    for (int64_t i = 0; i < f * f; ++i) gw[i] = static_cast<T>(static_cast<Acc>(gw[i]) + static_cast<Acc>(gw2[i]));
     T* gb = grad_bias.data_ptr<T>();
-    for (int64_t j = 0; j < f; ++j) gb[j] = static_cast<T>(bias_sums[j] + bias_sums2[j]);
+    for (int64_t j = 0; j < f; ++j) gb[j] = static_cast<T>(bias_second[j] + bias_first[j]);
   });
   return {input_grad ? grad_input.view(input.sizes()) : grad_input, grad_weight, grad_bias};
 }

@@ -29,13 +29,13 @@ FixedHiddenTriple fixed_hidden_mlp_call(const at::Tensor& input, const at::Tenso
 
 FixedHiddenTriple fixed_hidden_mlp_backward_call(const at::Tensor& grad_output, const at::Tensor& input,
                                                  const at::Tensor& weight, const at::Tensor& rand_weight,
-                                                 const at::Tensor& hidden, const at::Tensor& halvings,
-                                                 bool return_sum, bool input_grad) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow(kFixedHiddenMLPBackward, "")
-                             .typed<FixedHiddenTriple(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                      const at::Tensor&, const at::Tensor&, const at::Tensor&, bool,
-                                                      bool)>();
+                                                 const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum,
+                                                 bool input_grad) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow(kFixedHiddenMLPBackward, "")
+          .typed<FixedHiddenTriple(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                   const at::Tensor&, const at::Tensor&, bool, bool)>();
   return op.call(grad_output, input, weight, rand_weight, hidden, halvings, return_sum, input_grad);
 }
 
