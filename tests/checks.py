@@ -29,3 +29,28 @@ def check_half_precision(op, x, w, b, c, return_sum):
     assert out.dtype == dtype and out.shape == exact.shape
     assert rel_error(out, exact) <= eager_bound(rel_error(eager, exact), slack=bound_extra)
     assert rel_error(hidden, TF.relu(TF.linear(x64, w64, b64) @ c64 + 1)) <= 2e-2
+
+
+# (shape, dim): a short and a chunked whole tensor, rows, and columns (a
+# leading dim), so every kernel path meets a non-finite shift.
+NON_FINITE_CENTER_CASES = [((5,), None), ((70_000,), None), ((3, 4), 1), ((4, 70_000), 1), ((4, 3), 0), ((300, 40), 0)]
+
+
+def check_non_finite_first_element(center, device="cpu"):
+    """center(x, dim) with each group's first element +inf, -inf or NaN (the
+    kernels shift a group by its first element): the same NaN and infinity
+    positions as x - x.mean(dim), the finite rest within float32 rounding."""
+    for first in (float("inf"), float("-inf"), float("nan")):
+        for shape, dim in NON_FINITE_CENTER_CASES:
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            if dim is None:
+                x.view(-1)[0] = first
+            else:
+                x.select(dim, 0).fill_(first)
+            want = ref.center(x.double(), dim)
+            got = center(x.to(device), dim).cpu()
+            assert torch.equal(got.isnan(), want.isnan()), (first, shape, dim)
+            assert torch.equal(got.isposinf(), want.isposinf()) and torch.equal(got.isneginf(), want.isneginf())
+            finite = want.isfinite()
+            if finite.any():
+                assert rel_error(got[finite], want[finite]) <= 1e-6

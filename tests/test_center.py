@@ -11,6 +11,7 @@ from fastlayers import functional as FL
 from fastlayers import reference as ref
 from fastlayers.testing import eager_bound, rel_error
 
+from .checks import check_non_finite_first_element
 from .conftest import CHECKED_DEVICES
 
 OPS = torch.ops.fastlayers
@@ -79,6 +80,10 @@ def test_non_contiguous_and_expanded_inputs(device):
             expected = ref.center(x.double(), dim)
             out = FL.center(x, dim)
             assert (out.double() - expected).abs().max() <= 1e-6
+
+
+def test_a_non_finite_first_element_gives_what_the_reference_gives(device):
+    check_non_finite_first_element(FL.center, device)
 
 
 def test_deterministic(device):

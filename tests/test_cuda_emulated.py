@@ -19,7 +19,7 @@ from torch.nn import functional as TF
 from fastlayers import reference as ref
 from fastlayers.testing import eager_bound, rel_error, tolerance
 
-from .checks import check_half_precision
+from .checks import check_half_precision, check_non_finite_first_element
 from .cuda_emulation import build
 
 LOW = (torch.float16, torch.bfloat16)
@@ -356,6 +356,10 @@ def test_center_forward(cuda_ops, gpu, shape, dim, dtype):
             tol = eager_bound(rel_error(ref.center(x, None if dims is None else tuple(dims)), exact))
         assert rel_error(out, exact) <= tol
         assert torch.equal(out, cuda_ops.center(x, dims)), "not deterministic"
+
+
+def test_center_non_finite_first_element(cuda_ops):
+    check_non_finite_first_element(lambda x, dim: cuda_ops.center(x, None if dim is None else [dim]))
 
 
 def test_center_large_common_offset(cuda_ops):

@@ -10,6 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/WrapDimMinimal.h>
+#include <c10/macros/Macros.h>
 #include <c10/util/OptionalArrayRef.h>
 
 #include <algorithm>
@@ -20,6 +21,14 @@
 namespace fastlayers {
 
 constexpr const char* kCenter = "fastlayers::center";
+
+// A group's shift: its first element, or 0 where that is infinite or NaN:
+// an infinite shift would turn x - s into NaN for every x, where x - mean
+// gives -inf (or +inf) for the finite ones. s - s == 0 exactly when s is finite.
+template <typename A>
+C10_HOST_DEVICE inline A center_shift(A first) {
+  return first - first == A(0) ? first : A(0);
+}
 
 // The dims to reduce, wrapped and sorted; every dim when `dim` is None or
 // empty. Rejects out-of-range and repeated dims.

@@ -58,7 +58,7 @@ template <typename T, typename Acc>
 FASTLAYERS_INLINE void center_rows_body(const T* x, T* y, int64_t reduce, int64_t begin, int64_t end) {
   for (int64_t o = begin; o < end; ++o) {
     const T* xr = x + o * reduce;
-    const Acc shift = static_cast<Acc>(xr[0]);
+    const Acc shift = center_shift(static_cast<Acc>(xr[0]));
     double sum = 0;
     for (int64_t c = 0; c < reduce; c += kChunk)  // same chunks as the long-group path
       sum += shifted_sum_body<T, Acc>(xr + c, std::min(kChunk, reduce - c), shift);
@@ -149,7 +149,7 @@ void center_rows(const T* x, T* y, int64_t outer, int64_t reduce, const Loops<T,
   // in order, then subtracted in parallel.
   const int64_t chunks = (reduce + kChunk - 1) / kChunk;
   std::vector<Acc> partial(static_cast<size_t>(chunks));
-  const Acc shift = static_cast<Acc>(x[0]);
+  const Acc shift = center_shift(static_cast<Acc>(x[0]));
   maybe_parallel(serial, chunks, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c)
       partial[c] = loops.shifted_sum(x + c * kChunk, std::min(kChunk, reduce - c * kChunk), shift);
@@ -175,7 +175,8 @@ void center_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inn
   std::vector<Acc> shift(static_cast<size_t>(outer * inner)), offset(static_cast<size_t>(outer * inner));
   std::vector<Acc> partial(static_cast<size_t>(outer * blocks * inner));
   for (int64_t o = 0; o < outer; ++o)
-    for (int64_t i = 0; i < inner; ++i) shift[o * inner + i] = static_cast<Acc>(x[o * reduce * inner + i]);
+    for (int64_t i = 0; i < inner; ++i)
+      shift[o * inner + i] = center_shift(static_cast<Acc>(x[o * reduce * inner + i]));
   auto rows_of = [&](int64_t blk) { return std::min(rows_per_block, reduce - blk * rows_per_block); };
   maybe_parallel(serial, outer * blocks, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {

@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kBlock) center_rows_warp_kernel(const T* x, T*
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kBlock / 32) + threadIdx.x / 32;
   if (row >= outer) return;
   const T* xr = x + row * reduce;
-  const A shift = static_cast<A>(xr[0]);
+  const A shift = center_shift(static_cast<A>(xr[0]));
   A v[kPacks][V];
   A sum = A(0);
 #pragma unroll
@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(kBlock) center_rows_block_kernel(const T* x, T
   using A = Acc<T>;
   const T* xr = x + static_cast<int64_t>(blockIdx.x) * reduce;
   T* yr = y + static_cast<int64_t>(blockIdx.x) * reduce;
-  const A shift = static_cast<A>(xr[0]);
+  const A shift = center_shift(static_cast<A>(xr[0]));
   const A offset =
       cuda::block_sum<kBlock>(shifted_sum<V>(xr, 0, reduce, shift)) / static_cast<A>(reduce);  // mean - shift: small
   store_centered<V>(xr, yr, 0, reduce, shift, offset);
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t c = blockIdx.x, o = blockIdx.y;
   const T* xr = x + o * reduce;
   const A sum = cuda::block_sum<kBlock>(
-      shifted_sum<V>(xr, c * kChunk, std::min(reduce, (c + 1) * kChunk), static_cast<A>(xr[0])));
+      shifted_sum<V>(xr, c * kChunk, std::min(reduce, (c + 1) * kChunk), center_shift(static_cast<A>(xr[0]))));
   if (threadIdx.x == 0) partial[o * chunks + c] = sum;
 }
 
@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kBlock)
   using A = Acc<T>;
   const int64_t c = blockIdx.x, o = blockIdx.y;
   const T* xr = x + o * reduce;
-  store_centered<V>(xr, y + o * reduce, c * kChunk, std::min(reduce, (c + 1) * kChunk), static_cast<A>(xr[0]),
-                    offset[o]);
+  store_centered<V>(xr, y + o * reduce, c * kChunk, std::min(reduce, (c + 1) * kChunk),
+                    center_shift(static_cast<A>(xr[0])), offset[o]);
 }
 
 // One thread per (outer, inner) column, rows read in order: for narrow
@@ -183,7 +183,7 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t o = t / inner, i = t % inner;
   const T* xc = x + o * reduce * inner + i;
   T* yc = y + o * reduce * inner + i;
-  const A shift = static_cast<A>(xc[0]);
+  const A shift = center_shift(static_cast<A>(xc[0]));
   A sum = A(0);
   for (int64_t r = 0; r < reduce; ++r) sum += static_cast<A>(xc[r * inner]) - shift;
   const A offset = sum / static_cast<A>(reduce);
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kBlock)
     center_column_tiles_kernel(const T* x, T* y, int64_t reduce, int64_t inner, int64_t col_tiles) {
   using A = Acc<T>;
   const ColumnTile c(reduce, inner, col_tiles);
-  const A shift = c.active ? static_cast<A>(x[c.base]) : A(0);
+  const A shift = c.active ? center_shift(static_cast<A>(x[c.base])) : A(0);
   const A share = c.active ? column_share(x + c.base, inner, 0, reduce, shift) : A(0);
   const A offset = column_total(share) / static_cast<A>(reduce);
   if (c.active) column_store(x + c.base, y + c.base, inner, 0, reduce, shift, offset);
@@ -284,7 +284,7 @@ __global__ void __launch_bounds__(kBlock)
   using A = Acc<T>;
   const ColumnTile c(reduce, inner, col_tiles);
   const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = std::min(reduce, r0 + rows_per_chunk);
-  const A share = c.active ? column_share(x + c.base, inner, r0, r1, static_cast<A>(x[c.base])) : A(0);
+  const A share = c.active ? column_share(x + c.base, inner, r0, r1, center_shift(static_cast<A>(x[c.base]))) : A(0);
   const A total = column_total(share);
   if (c.active && threadIdx.x < kColumnTile) partial[(c.o * gridDim.y + blockIdx.y) * inner + c.col] = total;
 }
@@ -311,7 +311,8 @@ __global__ void __launch_bounds__(kBlock)
   const ColumnTile c(reduce, inner, col_tiles);
   if (!c.active) return;
   const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = std::min(reduce, r0 + rows_per_chunk);
-  column_store(x + c.base, y + c.base, inner, r0, r1, static_cast<Acc<T>>(x[c.base]), offset[c.o * inner + c.col]);
+  column_store(x + c.base, y + c.base, inner, r0, r1, center_shift(static_cast<Acc<T>>(x[c.base])),
+               offset[c.o * inner + c.col]);
 }
 
 // A few long groups (the whole tensor): partial sums per chunk, a finalize
