@@ -23,7 +23,7 @@ else
   PY="$ROOT/.venv/bin/python"
   # torch 2.14.1 is a CUDA 13 build: with nvcc present it compiles the CUDA
   # kernels too (FORCE_CUDA=1 on a machine without a GPU).
-  "$PY" -m pip install -q --disable-pip-version-check torch==2.14.1 numpy pytest ninja "setuptools>=64" wheel scikit-learn matplotlib
+  "$PY" -m pip install -q --disable-pip-version-check torch==2.14.1 numpy pytest hypothesis ninja "setuptools>=64" wheel scikit-learn matplotlib
 fi
 
 echo "fastlayers: building with $("$PY" -c 'import sys, torch; print(sys.executable, "torch", torch.__version__)')"
