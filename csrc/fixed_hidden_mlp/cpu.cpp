@@ -164,6 +164,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
     using T = scalar_t;
     using Acc = at::opmath_type<T>;
     const auto acc_type = c10::CppTypeToScalarType<Acc>::value;
+    auto column_sums_into = [&](const at::Tensor& t, std::vector<Acc>& sums) {  // in Acc, as the bias gradient
+      const at::Tensor s = at::sum(t, {0}, false, acc_type);
+      std::copy(s.const_data_ptr<Acc>(), s.const_data_ptr<Acc>() + f, sums.begin());
+    };
     // Second use of the linear, h3 = h2 @ W.T + b, with grad3 = the incoming
     // gradient times 2^-k (k held constant): grad2 = grad3 @ W, and that
     // use's weight gradient grad3.T @ h2 and bias gradient (grad3's column
@@ -189,8 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
       if (vendor) {  // oneDNN/MKL (common/gemm_policy.h)
         at::mm_out(grad2, grad3, weight);
         at::mm_out(grad_weight_second, grad3.t(), hidden);
-        const at::Tensor sums = at::sum(grad3, {0}, false, acc_type);
-        std::copy(sums.const_data_ptr<Acc>(), sums.const_data_ptr<Acc>() + f, bias_second.begin());
+        column_sums_into(grad3, bias_second);
       } else {
         const auto g3v = cpu::view_of<T>(grad3);
         cpu::gemm<T, Acc>(g3v, nullptr, cpu::view_of<T>(weight), grad2.data_ptr<T>(), f, {}, nullptr);
@@ -206,8 +209,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cpu(
       at::mm_out(grad1, at::threshold_backward(grad2, hidden, 0), rand_weight.t());
       if (input_grad) at::mm_out(grad_input, grad1, weight);
       at::addmm_out(grad_weight, grad_weight_second, grad1.t(), x);
-      const at::Tensor sums = at::sum(grad1, {0}, false, acc_type);
-      std::copy(sums.const_data_ptr<Acc>(), sums.const_data_ptr<Acc>() + f, bias_first.begin());
+      column_sums_into(grad1, bias_first);
     } else {
       const auto h2 = cpu::view_of<T>(hidden);
       cpu::gemm<T, Acc>(cpu::view_of<T>(grad2), &h2, cpu::view_of<T>(rand_weight).transposed(), grad1.data_ptr<T>(), f,

@@ -294,8 +294,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
   const at::Tensor grad_matrix = return_sum ? grad_output : as_matrix(grad_output);
   at::Tensor grad_input = at::empty({m, f}, opts), grad_weight = at::empty({f, f}, opts),
              grad_bias = at::empty({f}, opts);
-  // The single-launch kernel writes grad_input regardless; the multi-kernel
-  // paths skip its product when it is not wanted.
+  // grad_input is computed on every path, as on the GPU runs so far; skipping
+  // its product when it is not wanted (as the CPU kernels do) waits for a GPU
+  // to measure it on. Unwanted, it is returned as an empty [0] tensor.
   auto result = [&] {
     return FixedHiddenTriple{input_grad ? grad_input.view(input.sizes()) : at::empty({0}, opts), grad_weight,
                              grad_bias};
@@ -328,7 +329,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       at::mm_out(grad_weight, grad3.t(), hidden);
       at::sum_out(grad_bias, grad3, 0);
       at::mm_out(grad1, at::threshold_backward(grad2, hidden, 0), rand_weight.t());  // mask from h2, through C.T
-      if (input_grad) at::mm_out(grad_input, grad1, weight);                         // first use
+      at::mm_out(grad_input, grad1, weight);                                         // first use
       grad_weight.addmm_(grad1.t(), x);
       grad_bias.add_(at::sum(grad1, 0));
       return;
@@ -348,7 +349,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
     // h2 = relu(h1 C + 1): the mask from h2, then through C.T
     product(strided<T>(grad2), strided<T>(hidden), strided_t<T>(rand_weight), m, f, grad1, nullptr);
     // first use of the linear: h1 = x W.T + b
-    if (input_grad) product(strided<T>(grad1), none, strided<T>(weight), m, f, grad_input, nullptr);
+    product(strided<T>(grad1), none, strided<T>(weight), m, f, grad_input, nullptr);
     product(strided_t<T>(grad1), none, strided<T>(x), f, m, grad_weight2, grad_bias2.data_ptr<T>());
     grad_weight.add_(grad_weight2);
     grad_bias.add_(grad_bias2);

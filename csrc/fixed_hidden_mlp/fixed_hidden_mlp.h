@@ -17,8 +17,8 @@
 // fixed_hidden_mlp_backward(grad_output, input, weight, rand_weight, hidden,
 //     halvings, return_sum, input_grad=True) -> (grad_input, grad_weight,
 // grad_bias), with k held constant and the gradients of both uses of the
-// shared linear summed. With input_grad=False the input's gradient (one of
-// the five products) is not computed and grad_input is an empty [0] tensor.
+// shared linear summed. With input_grad=False grad_input is an empty [0]
+// tensor, and the CPU kernels skip its product.
 #pragma once
 
 #include <ATen/core/Tensor.h>
