@@ -24,6 +24,17 @@ def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return _linear_relu(input, weight, bias)
 
 
+def center_dims_argument(dim, caller: str = "fastlayers.center") -> list[int] | None:
+    """``dim`` as the op takes it (None or a list of ints), or a TypeError."""
+    if dim is None:
+        return None
+    if isinstance(dim, int) and not isinstance(dim, bool):
+        return [dim]
+    if isinstance(dim, (tuple, list)) and all(isinstance(d, int) and not isinstance(d, bool) for d in dim):
+        return list(dim)
+    raise TypeError(f"{caller}: dim must be None, an int or a tuple of ints, got {dim!r}")
+
+
 def center(input: torch.Tensor, dim: int | tuple[int, ...] | list[int] | None = None) -> torch.Tensor:
     """``input - input.mean(dim, keepdim=True)`` in one fused kernel.
 
@@ -32,14 +43,9 @@ def center(input: torch.Tensor, dim: int | tuple[int, ...] | list[int] | None = 
     dims allowed). Backward is the centering of the gradient; nothing is
     saved. float16/bfloat16/float32/float64, any rank.
     """
-    if dim is not None:
-        if isinstance(dim, int) and not isinstance(dim, bool):
-            dim = [dim]
-        elif isinstance(dim, (tuple, list)) and all(isinstance(d, int) and not isinstance(d, bool) for d in dim):
-            dim = list(dim)
-        else:
-            raise TypeError(f"fastlayers.center: dim must be None, an int or a tuple of ints, got {dim!r}")
-    return _route_center(input, dim)
+    if not isinstance(input, torch.Tensor):  # the dispatcher's words for None name no argument
+        raise TypeError(f"fastlayers.center: input must be a tensor, got {type(input).__name__}")
+    return _route_center(input, center_dims_argument(dim))
 
 
 def fixed_hidden_mlp(

@@ -1,6 +1,7 @@
 """nn.Modules over the fused ops."""
 
 import math
+import operator
 
 import torch
 from torch import nn
@@ -25,6 +26,25 @@ def _tensor(module: nn.Module, name: str):
     return getattr(module, name) if t is None else t
 
 
+def _size(layer: str, name: str, value) -> int:
+    """A constructor's size argument as an int >= 0, or a clear error now
+    (rather than torch.empty's words, or a failure at the first call)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        size = operator.index(value)
+    except TypeError:
+        raise TypeError(f"fastlayers.{layer}: {name} must be an int, got {type(value).__name__} {value!r}") from None
+    if size < 0:
+        raise ValueError(f"fastlayers.{layer}: {name} must be >= 0, got {size}")
+    return size
+
+
+def _check_dtype(layer: str, dtype) -> None:
+    if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise TypeError(f"fastlayers.{layer}: dtype must be float16, bfloat16, float32 or float64, got {dtype}")
+
+
 class FusedLinearReLU(nn.Module):
     """``nn.Sequential(nn.Linear(in, out), nn.ReLU())`` as one fused op.
 
@@ -37,6 +57,9 @@ class FusedLinearReLU(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__()
+        in_features = _size(type(self).__name__, "in_features", in_features)
+        out_features = _size(type(self).__name__, "out_features", out_features)
+        _check_dtype(type(self).__name__, dtype)
         factory = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.out_features = out_features
@@ -74,6 +97,8 @@ class LazyFusedLinearReLU(LazyModuleMixin, FusedLinearReLU):
     bias: UninitializedParameter
 
     def __init__(self, out_features: int, bias: bool = True, device=None, dtype=None):
+        out_features = _size("LazyFusedLinearReLU", "out_features", out_features)
+        _check_dtype("LazyFusedLinearReLU", dtype)
         factory = {"device": device, "dtype": dtype}
         # Zero-sized placeholders, replaced at once: nn.LazyLinear's way.
         super().__init__(0, 0, False)
@@ -112,6 +137,7 @@ class Centered(nn.Module):
 
     def __init__(self, dim: int | tuple[int, ...] | None = None):
         super().__init__()
+        F.center_dims_argument(dim, "fastlayers.Centered")  # a bad dim fails here, not at the first call
         self.dim = dim
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -134,6 +160,10 @@ class FixedHiddenMLP(nn.Module):
 
     def __init__(self, features: int = 20, *, return_sum: bool = True, generator=None, device=None, dtype=None):
         super().__init__()
+        features = _size("FixedHiddenMLP", "features", features)
+        if not isinstance(return_sum, bool):
+            raise TypeError(f"fastlayers.FixedHiddenMLP: return_sum must be a bool, got {type(return_sum).__name__}")
+        _check_dtype("FixedHiddenMLP", dtype)
         self.return_sum = return_sum
         rand = torch.rand((features, features), generator=generator, dtype=dtype)
         self.register_buffer("rand_weight", rand.to(device) if device is not None else rand)

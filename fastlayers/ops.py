@@ -88,9 +88,30 @@ def _linear_relu_fake(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> 
     return input.new_empty((*input.shape[:-1], weight.shape[0]))
 
 
+def _check_grad_output(op: str, grad_output: Tensor, output: Tensor) -> None:
+    _check_float(op, "grad_output", grad_output)
+    _check_float(op, "output", output)
+    _check_like(op, "output", output, "grad_output", grad_output)
+    torch._check(
+        grad_output.dim() >= 1 and grad_output.shape == output.shape,
+        lambda: f"{op}: grad_output shape {list(grad_output.shape)} must equal output shape {list(output.shape)}",
+    )
+
+
 @torch.library.register_fake("fastlayers::linear_relu_backward_input")
 def _linear_relu_backward_input_fake(grad_output: Tensor, output: Tensor, weight: Tensor) -> Tensor:
-    torch._check(grad_output.shape == output.shape)
+    op = "fastlayers::linear_relu_backward_input"
+    _check_grad_output(op, grad_output, output)
+    _check_float(op, "weight", weight)
+    _check_like(op, "weight", weight, "grad_output", grad_output)
+    torch._check(weight.dim() == 2, lambda: f"{op}: argument 'weight' must be 2-D, got shape {tuple(weight.shape)}")
+    torch._check(
+        output.shape[-1] == weight.shape[0],
+        lambda: (
+            f"{op}: output's last dimension ({output.shape[-1]}) must equal out_features = "
+            f"weight.size(0) ({weight.shape[0]})"
+        ),
+    )
     return output.new_empty((*output.shape[:-1], weight.shape[1]))
 
 
@@ -98,7 +119,18 @@ def _linear_relu_backward_input_fake(grad_output: Tensor, output: Tensor, weight
 def _linear_relu_backward_params_fake(
     grad_output: Tensor, output: Tensor, input: Optional[Tensor], bias_grad: bool
 ) -> tuple[Tensor, Tensor]:
-    torch._check(grad_output.shape == output.shape)
+    op = "fastlayers::linear_relu_backward_params"
+    _check_grad_output(op, grad_output, output)
+    if input is not None:
+        _check_float(op, "input", input)
+        _check_like(op, "input", input, "grad_output", grad_output)
+        torch._check(
+            input.dim() == output.dim() and input.shape[:-1] == output.shape[:-1],
+            lambda: (
+                f"{op}: input shape {list(input.shape)} must match output shape {list(output.shape)} "
+                "in every dimension but the last"
+            ),
+        )
     n = output.shape[-1]
     grad_weight = output.new_empty((n, input.shape[-1]) if input is not None else (0,))
     grad_bias = output.new_empty((n,) if bias_grad else (0,))
@@ -146,12 +178,9 @@ def _center_fake(input: Tensor, dim: Optional[Sequence[int]] = None) -> Tensor:
 # ---- fixed_hidden_mlp ------------------------------------------------------
 
 
-@torch.library.register_fake("fastlayers::fixed_hidden_mlp")
-def _fixed_hidden_mlp_fake(
-    input: Tensor, weight: Tensor, bias: Tensor, rand_weight: Tensor, return_sum: bool = True
-) -> tuple[Tensor, Tensor, Tensor]:
-    op = "fastlayers::fixed_hidden_mlp"
-    for name, t in (("input", input), ("weight", weight), ("bias", bias), ("rand_weight", rand_weight)):
+def _check_fixed_hidden_params(op: str, input: Tensor, weight: Tensor, rand_weight: Tensor) -> int:
+    """Mirrors check_fixed_hidden_params; returns features."""
+    for name, t in (("input", input), ("weight", weight), ("rand_weight", rand_weight)):
         _check_float(op, name, t)
         _check_like(op, name, t, "input", input)
     torch._check(
@@ -163,12 +192,27 @@ def _fixed_hidden_mlp_fake(
         input.dim() >= 1 and input.shape[-1] == f, lambda: f"{op}: input's last dimension must equal features = {f}"
     )
     torch._check(tuple(rand_weight.shape) == (f, f), lambda: f"{op}: argument 'rand_weight' must have shape [{f}, {f}]")
-    torch._check(tuple(bias.shape) == (f,), lambda: f"{op}: argument 'bias' must have shape [{f}]")
+    return f
+
+
+def _rows(input: Tensor):
     rows = 1
     for s in input.shape[:-1]:
         rows *= s
+    return rows
+
+
+@torch.library.register_fake("fastlayers::fixed_hidden_mlp")
+def _fixed_hidden_mlp_fake(
+    input: Tensor, weight: Tensor, bias: Tensor, rand_weight: Tensor, return_sum: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    op = "fastlayers::fixed_hidden_mlp"
+    f = _check_fixed_hidden_params(op, input, weight, rand_weight)
+    _check_float(op, "bias", bias)
+    _check_like(op, "bias", bias, "input", input)
+    torch._check(tuple(bias.shape) == (f,), lambda: f"{op}: argument 'bias' must have shape [{f}]")
     out = input.new_empty(()) if return_sum else input.new_empty(input.shape)
-    return out, input.new_empty((rows, f)), input.new_empty((), dtype=torch.int64)
+    return out, input.new_empty((_rows(input), f)), input.new_empty((), dtype=torch.int64)
 
 
 @torch.library.register_fake("fastlayers::fixed_hidden_mlp_backward")
@@ -182,5 +226,28 @@ def _fixed_hidden_mlp_backward_fake(
     return_sum: bool,
     input_grad: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    op = "fastlayers::fixed_hidden_mlp_backward"
+    f = _check_fixed_hidden_params(op, input, weight, rand_weight)
+    _check_float(op, "grad_output", grad_output)
+    _check_like(op, "grad_output", grad_output, "input", input)
+    torch._check(
+        grad_output.numel() == 1 if return_sum else grad_output.shape == input.shape,
+        lambda: (
+            f"{op}: grad_output has shape {list(grad_output.shape)}, expected "
+            + ("a single element" if return_sum else "the input's shape")
+        ),
+    )
+    torch._check(hidden is not None, lambda: f"{op}: argument 'hidden' must be a tensor, got an undefined tensor")
+    _check_like(op, "hidden", hidden, "input", input)
+    rows = _rows(input)
+    torch._check(
+        hidden.dim() == 2 and hidden.shape[0] == rows and hidden.shape[1] == f,
+        lambda: f"{op}: hidden has shape {list(hidden.shape)}, expected [{rows}, {f}]",
+    )
+    torch._check(halvings is not None, lambda: f"{op}: argument 'halvings' must be a tensor, got an undefined tensor")
+    torch._check(
+        halvings.numel() == 1 and halvings.dtype == torch.int64 and halvings.device == input.device,
+        lambda: f"{op}: argument 'halvings' must be a single int64 element on the input's device ({input.device})",
+    )
     grad_input = input.new_empty(input.shape) if input_grad else input.new_empty((0,))
     return grad_input, weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],))

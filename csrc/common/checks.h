@@ -15,9 +15,14 @@ inline bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
+// `t` must be a tensor (Python's None arrives as an undefined tensor).
+inline void check_defined(const char* op, const char* arg, const at::Tensor& t) {
+  TORCH_CHECK(t.defined(), op, ": argument '", arg, "' must be a tensor, got an undefined tensor");
+}
+
 // `t` must be float16/bfloat16/float32/float64.
 inline void check_floating(const char* op, const char* arg, const at::Tensor& t) {
-  TORCH_CHECK(t.defined(), op, ": argument '", arg, "' must be a tensor, got an undefined tensor");
+  check_defined(op, arg, t);
   TORCH_CHECK(is_supported_float(t.scalar_type()), op, ": argument '", arg,
               "' must be a floating-point tensor (float16, bfloat16, float32 "
               "or float64), got ",

@@ -75,11 +75,14 @@ inline int64_t check_fixed_hidden_mlp_backward_args(const at::Tensor& grad_outpu
   const int64_t f = weight.size(0);
   int64_t rows = 1;
   for (int64_t d = 0; d + 1 < input.dim(); ++d) rows *= input.size(d);
+  check_defined(op, "hidden", hidden);
   check_same_dtype_device(op, "hidden", hidden, "input", input);
   TORCH_CHECK(hidden.dim() == 2 && hidden.size(0) == rows && hidden.size(1) == f, op, ": hidden has shape ",
               hidden.sizes(), ", expected [", rows, ", ", f, "]");
+  check_defined(op, "halvings", halvings);
   TORCH_CHECK(halvings.numel() == 1 && halvings.scalar_type() == at::kLong && halvings.device() == input.device(), op,
-              ": halvings must be a single int64 element on the input's device");
+              ": argument 'halvings' must be a single int64 element on the input's device (", input.device(), "), got ",
+              halvings.scalar_type(), " of shape ", halvings.sizes(), " on ", halvings.device());
   return rows;
 }
 
