@@ -177,3 +177,24 @@ def test_cpu_results_do_not_depend_on_the_thread_count():
         torch.set_num_threads(threads)
     for other in results[1:]:
         assert all(torch.equal(a, c) for a, c in zip(results[0], other))
+
+
+# Strided groups whose column sums take several waves of the CPU kernel's
+# bounded workspace (csrc/center/cpu.cpp, kWaveElements): wide rows cut into
+# column tiles, a unit's row blocks split across waves, many units per wave.
+WAVE_CASES = [((1, 100, 2**15 + 3), 1), ((50, 3, 2**16), 1), ((3, 2**16 + 1), 0), ((2, 5, 2**17 + 9), (0, 1))]
+
+
+@pytest.mark.parametrize("shape,dim", WAVE_CASES)
+def test_cpu_columns_in_several_waves_match_float64_for_any_thread_count(shape, dim):
+    x = randn(shape, torch.float32, "cpu", offset=3.0)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append(FL.center(x, dim))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(results[0], other) for other in results[1:])
+    assert rel_error(results[0], ref.center(x.double(), dim)) <= 1e-6

@@ -163,47 +163,99 @@ void center_rows(const T* x, T* y, int64_t outer, int64_t reduce, const Loops<T,
   });
 }
 
-// Groups strided by `inner` (a dim other than the last). Whole rows are
-// streamed in order (contiguous and prefetch-friendly) in fixed blocks of
-// rows; each block's column sums (float) are combined in double, in block
-// order, then a second pass subtracts. Shifts are each group's first row.
+// Groups strided by `inner` (a dim other than the last). Rows are streamed
+// in fixed blocks of `rows_per_block` rows over column tiles of at most
+// kChunk columns; each block's column sums (float) are added in double in
+// block order, then a second pass subtracts. Shifts are each group's first
+// row. The work runs in waves of at most kWaveElements partial sums, so the
+// workspace stays a few MB however large the tensor (a whole-tensor partial
+// array was 3x the input for [2, 2^30] along dim 0). Each column's arithmetic
+// is fixed by rows_per_block alone: results do not depend on the thread count
+// or on the tiling.
+constexpr int64_t kWaveElements = int64_t(1) << 21;
+
 template <typename T, typename Acc>
 void center_columns(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner, const Loops<T, Acc>& loops) {
   const int64_t rows_per_block = std::max<int64_t>(1, kChunk / inner);
   const int64_t blocks = (reduce + rows_per_block - 1) / rows_per_block;
+  const int64_t width = std::min(inner, kChunk);  // columns per tile
+  const int64_t tiles = (inner + width - 1) / width;
+  const int64_t units = outer * tiles;  // (group row, column tile) pairs
+  const int64_t items = units * blocks;
+  const int64_t wave = std::max<int64_t>(1, kWaveElements / width);  // items per wave
   const bool serial = outer * reduce * inner <= kSerial;
-  std::vector<Acc> shift(static_cast<size_t>(outer * inner)), offset(static_cast<size_t>(outer * inner));
-  std::vector<Acc> partial(static_cast<size_t>(outer * blocks * inner));
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t i = 0; i < inner; ++i)
-      shift[o * inner + i] = center_shift(static_cast<Acc>(x[o * reduce * inner + i]));
+
+  struct Unit {
+    int64_t first;  // offset of the unit's first element (row 0 of its group)
+    int64_t width;
+  };
+  auto unit_of = [&](int64_t u) {
+    const int64_t o = u / tiles, tile = u % tiles;
+    return Unit{o * reduce * inner + tile * width, std::min(width, inner - tile * width)};
+  };
   auto rows_of = [&](int64_t blk) { return std::min(rows_per_block, reduce - blk * rows_per_block); };
-  maybe_parallel(serial, outer * blocks, [&](int64_t begin, int64_t end) {
+  auto shifts_of = [&](const Unit& u, Acc* shift) {
+    for (int64_t i = 0; i < u.width; ++i) shift[i] = center_shift(static_cast<Acc>(x[u.first + i]));
+  };
+
+  std::vector<Acc> partial(static_cast<size_t>(std::min(items, wave) * width));
+  // Running double sums of the units a wave touches, then their offsets.
+  const int64_t max_units = std::min(units, wave / blocks + 2);
+  std::vector<double> total(static_cast<size_t>(max_units * width));
+  std::vector<Acc> offset(static_cast<size_t>(max_units * width));
+
+  for (int64_t begin = 0; begin < items; begin += wave) {
+    const int64_t end = std::min(items, begin + wave);
+    maybe_parallel(serial, end - begin, [&](int64_t lo, int64_t hi) {
+      std::vector<Acc> shift(static_cast<size_t>(width));
+      for (int64_t t = begin + lo; t < begin + hi; ++t) {
+        const Unit u = unit_of(t / blocks);
+        const int64_t blk = t % blocks;
+        shifts_of(u, shift.data());
+        Acc* sums = partial.data() + (t - begin) * width;
+        std::fill(sums, sums + u.width, Acc(0));
+        loops.column_sums(x + u.first + blk * rows_per_block * inner, rows_of(blk), inner, u.width, shift.data(), sums);
+      }
+    });
+    // Combine in block order. Unit slots count from the wave's first unit,
+    // whose running sum may carry over from the previous wave (slot 0).
+    const int64_t first_unit = begin / blocks;
+    int64_t done_first = -1, done_last = -1;  // units finished in this wave
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t o = t / blocks, blk = t % blocks;
-      Acc* sums = partial.data() + t * inner;
-      std::fill(sums, sums + inner, Acc(0));
-      loops.column_sums(x + (o * reduce + blk * rows_per_block) * inner, rows_of(blk), inner, inner,
-                        shift.data() + o * inner, sums);
+      const int64_t unit = t / blocks, blk = t % blocks;
+      const Unit u = unit_of(unit);
+      double* tot = total.data() + (unit - first_unit) * width;
+      const Acc* sums = partial.data() + (t - begin) * width;
+      if (blk == 0) std::fill(tot, tot + u.width, 0.0);
+      for (int64_t i = 0; i < u.width; ++i) tot[i] += sums[i];
+      if (blk == blocks - 1) {
+        Acc* off = offset.data() + (unit - first_unit) * width;
+        for (int64_t i = 0; i < u.width; ++i) off[i] = static_cast<Acc>(tot[i] / reduce);
+        if (done_first < 0) done_first = unit;
+        done_last = unit;
+      }
     }
-  });
-  std::vector<double> total(static_cast<size_t>(inner));
-  for (int64_t o = 0; o < outer; ++o) {
-    std::fill(total.begin(), total.end(), 0.0);
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const Acc* sums = partial.data() + (o * blocks + blk) * inner;
-      for (int64_t i = 0; i < inner; ++i) total[i] += sums[i];
+    // A unit left unfinished carries its running sum to the next wave's slot 0.
+    const int64_t last_unit = (end - 1) / blocks;
+    if ((end - 1) % blocks != blocks - 1 && last_unit != first_unit) {
+      std::copy_n(total.begin() + (last_unit - first_unit) * width, width, total.begin());
     }
-    for (int64_t i = 0; i < inner; ++i) offset[o * inner + i] = static_cast<Acc>(total[i] / reduce);
+    if (done_first < 0) continue;
+    // Subtract every block of the units finished here (some blocks were
+    // summed in earlier waves).
+    const int64_t sub_items = (done_last - done_first + 1) * blocks;
+    maybe_parallel(serial, sub_items, [&](int64_t lo, int64_t hi) {
+      std::vector<Acc> shift(static_cast<size_t>(width));
+      for (int64_t t = lo; t < hi; ++t) {
+        const int64_t unit = done_first + t / blocks, blk = t % blocks;
+        const Unit u = unit_of(unit);
+        shifts_of(u, shift.data());
+        const int64_t first = u.first + blk * rows_per_block * inner;
+        loops.column_subtract(x + first, y + first, rows_of(blk), inner, u.width, shift.data(),
+                              offset.data() + (unit - first_unit) * width);
+      }
+    });
   }
-  maybe_parallel(serial, outer * blocks, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t o = t / blocks, blk = t % blocks;
-      const int64_t first = (o * reduce + blk * rows_per_block) * inner;
-      loops.column_subtract(x + first, y + first, rows_of(blk), inner, inner, shift.data() + o * inner,
-                            offset.data() + o * inner);
-    }
-  });
 }
 
 at::Tensor center_cpu(const at::Tensor& input, at::OptionalIntArrayRef dim) {
