@@ -266,3 +266,29 @@ def test_cuda_memory_stays_flat_over_10000_steps(kind):
         step.run()
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == before
+
+
+# ---- the GPU machine's scripts --------------------------------------------
+
+
+def test_device_scripts_parse_and_the_sanitizer_case_runs_on_the_cpu():
+    """scripts/device_check.sh and sanitize.sh run only where a GPU is lent:
+    CI keeps them from rotting (shell syntax, and the sanitizer's Python
+    case on the CPU kernels)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for script in ("device_check.sh", "sanitize.sh"):
+        subprocess.run(["bash", "-n", os.path.join(root, "scripts", script)], check=True)
+    env = {**os.environ, "FASTLAYERS_SANITIZE_DEVICE": "cpu"}
+    done = subprocess.run(
+        [sys.executable, os.path.join(root, "scripts", "sanitize_case.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("forward+backward ran") == 2
