@@ -110,6 +110,9 @@ OPS = [
     ),
 ]
 OP_IDS = [spec.name for spec in OPS]
+# The ops with more than one floating-point argument: dtypes and devices to mix.
+MULTI = [spec for spec in OPS if len(spec.floats) > 1]
+MULTI_IDS = [spec.name for spec in MULTI]
 
 
 def _other_device(device):
@@ -159,10 +162,8 @@ def test_non_floating_argument_is_named(spec, dtype, device):
 
 
 @pytest.mark.parametrize("device", CHECKED_DEVICES)
-@pytest.mark.parametrize("spec", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("spec", MULTI, ids=MULTI_IDS)
 def test_mixed_dtypes_are_named(spec, device):
-    if len(spec.floats) == 1:
-        pytest.skip("one floating-point argument: nothing to mix")
     for name in spec.floats:
         args = spec.good(device)
         _assert_error(
@@ -175,7 +176,7 @@ def test_mixed_dtypes_are_named(spec, device):
 
 
 def test_half_precision_arguments_mixed_with_float32():
-    for spec in [s for s in OPS if len(s.floats) > 1]:
+    for spec in MULTI:
         args = spec.good("cpu")
         for name in spec.floats:
             _assert_error(
@@ -230,10 +231,8 @@ def test_functional_api_names_a_missing_or_wrong_input():
 
 
 @pytest.mark.parametrize("device", CHECKED_DEVICES)
-@pytest.mark.parametrize("spec", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("spec", MULTI, ids=MULTI_IDS)
 def test_an_argument_on_another_device_is_named(spec, device):
-    if len(spec.floats) == 1:
-        pytest.skip("one tensor argument: it runs where it is")
     other = _other_device(device)
     for name, value in spec.good(device).items():
         if not isinstance(value, torch.Tensor):
