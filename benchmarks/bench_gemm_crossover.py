@@ -7,7 +7,10 @@ depends on the instruction set: the table prints the CPU and the path.
 
 Wall time per call (N calls, then one synchronize): for small products the
 launch and dispatch are what a user pays, for large ones it is GPU time.
-"own ÷ vendor" > 1 means fastlayers' kernels are faster there.
+"own ÷ vendor" > 1 means fastlayers' kernels are faster there. On the GPU,
+"exp" is fastlayers' kernels with the experimental ones on
+(fastlayers.backends.cuda_experimental("all"): split-K, the tensor-core
+backward), for deciding whether they become the default.
 
     python -m benchmarks.bench_gemm_crossover [--quick] [--json FILE]
 """
@@ -35,7 +38,7 @@ SHAPES = [
     (512, 1024, 1024),
     (1024, 1024, 2048),
 ]
-QUICK_SHAPES = [(32, 128, 128), (128, 512, 512), (512, 1024, 1024)]
+QUICK_SHAPES = [(32, 128, 128), (64, 512, 512), (512, 1024, 1024)]
 # 2^13 to 2^32 multiply-adds on the CPU.
 CPU_SHAPES = [
     (2, 20, 256),
@@ -50,10 +53,11 @@ CPU_SHAPES = [
 ]
 
 
-def time_policy(policy, x, w, b, g):
-    """Forward and backward (both backward ops) wall µs under one policy."""
+def time_policy(policy, x, w, b, g, experimental=()):
+    """Forward and backward (both backward ops) wall µs under one policy (on
+    CUDA, with the experimental kernels named in `experimental` on)."""
     switch = backends.cuda_gemm if x.is_cuda else backends.cpu_gemm
-    with switch(policy), torch.no_grad():
+    with switch(policy), backends.cuda_experimental(*experimental), torch.no_grad():
         out = FL.linear_relu(x, w, b)
         fwd = wall_us(lambda: FL.linear_relu(x, w, b))
         bwd = wall_us(
@@ -77,18 +81,27 @@ def run(device, quick=False):
             g = torch.randn(m, n, device=device, dtype=dtype)
             own_fwd, own_bwd = time_policy("fastlayers", x, w, b, g)
             vendor_fwd, vendor_bwd = time_policy("vendor", x, w, b, g)
-            rows.append(
-                {
-                    "case": f"{m}x{k}->{n} {str(dtype)[6:]}",
-                    "log2 macs": round(math.log2(m * k * n), 1),
-                    "own fwd": own_fwd,
-                    "vendor fwd": vendor_fwd,
-                    "own bwd": own_bwd,
-                    "vendor bwd": vendor_bwd,
-                    "fwd own ÷ vendor": vendor_fwd / own_fwd,
-                    "bwd own ÷ vendor": vendor_bwd / own_bwd,
-                }
-            )
+            row = {
+                "case": f"{m}x{k}->{n} {str(dtype)[6:]}",
+                "log2 macs": round(math.log2(m * k * n), 1),
+                "own fwd": own_fwd,
+                "vendor fwd": vendor_fwd,
+                "own bwd": own_bwd,
+                "vendor bwd": vendor_bwd,
+                "fwd own ÷ vendor": vendor_fwd / own_fwd,
+                "bwd own ÷ vendor": vendor_bwd / own_bwd,
+            }
+            if device == "cuda":  # the kernels not yet measured (backends.cuda_experimental), same product
+                exp_fwd, exp_bwd = time_policy("fastlayers", x, w, b, g, experimental=("all",))
+                row.update(
+                    {
+                        "exp fwd": exp_fwd,
+                        "exp bwd": exp_bwd,
+                        "fwd exp ÷ vendor": vendor_fwd / exp_fwd,
+                        "bwd exp ÷ vendor": vendor_bwd / exp_bwd,
+                    }
+                )
+            rows.append(row)
     return rows
 
 

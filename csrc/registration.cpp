@@ -7,6 +7,8 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <sstream>
 #include <string>
 
 #include "common/cpu_features.h"
@@ -22,6 +24,16 @@ int64_t set_cuda_gemm_policy(int64_t policy) {
               "1 (fastlayers) or 2 (vendor), got ",
               policy);
   return fastlayers::cuda_gemm_policy().exchange(policy);
+}
+
+// Turns the CUDA kernels not yet measured on a GPU on or off (a bit set of
+// fastlayers::CudaExperimental; see common/gemm_policy.h); returns the
+// previous set.
+int64_t set_cuda_experimental_kernels(int64_t flags) {
+  TORCH_CHECK(flags >= 0 && flags <= fastlayers::kAllCudaExperimental,
+              "fastlayers::set_cuda_experimental_kernels: argument 'flags' must be a bit set within ",
+              fastlayers::kAllCudaExperimental, " (1 split_k, 2 tensor_core_backward), got ", flags);
+  return fastlayers::cuda_experimental_kernels().exchange(flags);
 }
 
 int64_t set_cpu_gemm_policy(int64_t policy) {
@@ -63,11 +75,38 @@ std::string cpu_features() {
 
 }  // namespace
 
+namespace fastlayers {
+// FASTLAYERS_CUDA_EXPERIMENTAL: comma-separated kernel names, or "all".
+int64_t cuda_experimental_from_environment() {
+  const char* value = std::getenv("FASTLAYERS_CUDA_EXPERIMENTAL");
+  if (value == nullptr) return 0;
+  int64_t flags = 0;
+  std::stringstream names(value);
+  std::string name;
+  while (std::getline(names, name, ',')) {
+    if (name.empty()) continue;
+    if (name == "all") {
+      flags |= kAllCudaExperimental;
+      continue;
+    }
+    int64_t bit = 0;
+    for (int64_t i = 0; i < 2; ++i)
+      if (name == kCudaExperimentalNames[i]) bit = int64_t(1) << i;
+    TORCH_CHECK(bit != 0, "fastlayers: environment variable FASTLAYERS_CUDA_EXPERIMENTAL names an unknown kernel '",
+                name, "'; known: all, split_k, tensor_core_backward");
+    flags |= bit;
+  }
+  return flags;
+}
+}  // namespace fastlayers
+
 TORCH_LIBRARY(fastlayers, m) {
-  // Which matrix product the CUDA ops use; see common/gemm_policy.h.
+  // Which matrix product the CUDA ops use, and which of fastlayers' CUDA
+  // kernels not yet measured on a GPU are on; see common/gemm_policy.h.
   m.def("set_cuda_gemm_policy(int policy) -> int", &set_cuda_gemm_policy);
   // The same on the CPU, and which instruction set the CPU kernels use (-1
   // auto; see common/cpu_features.h); cpu_features() reports what was found.
+  m.def("set_cuda_experimental_kernels(int flags) -> int", &set_cuda_experimental_kernels);
   m.def("set_cpu_gemm_policy(int policy) -> int", &set_cpu_gemm_policy);
   m.def("set_cpu_isa(int isa) -> int", &set_cpu_isa);
   m.def("cpu_features() -> str", &cpu_features);

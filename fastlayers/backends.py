@@ -40,6 +40,48 @@ def cuda_gemm(policy):
         yield
 
 
+CUDA_EXPERIMENTAL = ("split_k", "tensor_core_backward")
+
+
+def _experimental_flags(kernels):
+    flags = 0
+    for name in kernels:
+        if name == "all":
+            flags |= (1 << len(CUDA_EXPERIMENTAL)) - 1
+        elif name in CUDA_EXPERIMENTAL:
+            flags |= 1 << CUDA_EXPERIMENTAL.index(name)
+        else:
+            raise ValueError(
+                "fastlayers.backends.cuda_experimental: kernels must be 'all' or among "
+                f"{list(CUDA_EXPERIMENTAL)}, got {name!r}"
+            )
+    return flags
+
+
+@contextlib.contextmanager
+def cuda_experimental(*kernels):
+    """Turns on, inside the block, CUDA kernels of fastlayers that pass their
+    tests under the CPU emulator but have not yet been measured on a GPU, and
+    so are off by default (the rest are turned off; no names: all off):
+
+    - ``"split_k"``: products with too few output tiles to fill the GPU split
+      the reduction among more blocks and add the slices up in a fixed order
+      (deterministic);
+    - ``"tensor_core_backward"``: float16/bfloat16 products with the ReLU
+      mask or with operands contiguous along m or n (the backward's) on
+      tensor cores, reading 16-byte vectors and transposing with
+      ``ldmatrix.trans``;
+    - ``"all"``: both.
+
+    They apply where fastlayers' kernels run (see :func:`cuda_gemm`). The
+    environment variable ``FASTLAYERS_CUDA_EXPERIMENTAL`` (comma-separated
+    names) sets the same at start-up. Read when an op runs: set it outside
+    compiled regions and CUDA-graph captures.
+    """
+    with _scoped(torch.ops.fastlayers.set_cuda_experimental_kernels, _experimental_flags(kernels)):
+        yield
+
+
 _CPU_GEMM_POLICIES = {"auto": 0, "fastlayers": 1, "vendor": 2}
 CPU_ISAS = ("portable", "avx2", "avx512", "avx512_bf16", "amx", "amx_emulated")
 

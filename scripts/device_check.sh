@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU machine's one call: build for Hopper, run the CUDA tests, the
-# large-tensor cases, compute-sanitizer's small case and the CUDA benchmark,
+# large-tensor cases, compute-sanitizer's small case and the CUDA benchmark
+# (with the GEMM crossover's quick sweep, experimental kernels included),
 # each stage under its own time limit so the whole stays under 8 minutes.
 #
 #   bash scripts/device_check.sh [stage ...]     stages: build tests large sanitize bench (default: all)
@@ -61,7 +62,10 @@ for s in "${stages[@]}"; do
       PY=$PY stage sanitize 100 bash scripts/sanitize.sh "$out" tiny 24
       ;;
     bench)
-      stage bench 120 "$PY" -m benchmarks --device cuda --quick --out "$out/bench"
+      # the benchmark table, then the crossover sweep's three sizes with the experimental
+      # kernels (split-K, the tensor-core backward) timed beside fastlayers' and the vendor's
+      stage bench 120 bash -c "'$PY' -m benchmarks --device cuda --quick --out '$out/bench' &&
+        '$PY' -m benchmarks.bench_gemm_crossover --quick"
       for f in results.md results.json; do [ -f "$out/bench/$f" ] && mv "$out/bench/$f" "$out/bench_$f"; done
       rm -rf "$out/bench"
       ;;

@@ -1,8 +1,12 @@
 """The build and its import-time checks."""
 
+import glob
 import os
+import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 import torch
@@ -26,6 +30,63 @@ def test_cuda_kernels_were_compiled():
     assert _build_info.WITH_CUDA
     for op in OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastlayers::{op}", "CUDA"), op
+
+
+def ptxas_report(source, arch="90"):
+    """{kernel: (registers, spilled bytes)} from compiling `source` for sm_<arch>
+    with ptxas's resource report (template arguments kept, c10::Half cases
+    left out: they build as the bfloat16 ones)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    torch_dir = os.path.dirname(torch.__file__)
+    site = os.path.dirname(torch_dir)
+    includes = [
+        os.path.join(torch_dir, "include"),
+        os.path.join(torch_dir, "include", "torch", "csrc", "api", "include"),
+    ]
+    includes += sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
+    includes.append(sysconfig.get_paths()["include"])
+    command = [shutil.which("nvcc"), "-std=c++20", "-O3", "--expt-relaxed-constexpr", "-Xptxas", "-v"]
+    command += [f"-gencode=arch=compute_{arch},code=sm_{arch}", "-c", os.path.join(root, source), "-o", os.devnull]
+    result = subprocess.run(command + [f"-I{d}" for d in includes], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report, name, spilled = {}, None, 0
+    for line in result.stderr.splitlines():
+        if m := re.search(r"Compiling entry function '(\w+)'", line):
+            name = subprocess.run(["c++filt", m.group(1)], capture_output=True, text=True).stdout.strip()
+            name = re.sub(r"^void |\(anonymous namespace\)::|fastlayers::cuda::|\(fastlayers::.*$", "", name)
+        elif m := re.search(r"(\d+) bytes spill stores", line):
+            spilled = int(m.group(1))
+        elif (m := re.search(r"Used (\d+) registers", line)) and name and "Half" not in name:
+            report[name] = (int(m.group(1)), spilled)
+    return report
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("c++filt") is None, reason="no CUDA compiler")
+def test_cuda_gemm_kernels_fit_two_blocks_per_sm_and_the_simt_ones_do_not_spill():
+    """The compiler's resource report for sm_90 (no GPU needed): every GEMM
+    kernel fits its 2-blocks-per-SM launch bound (128 registers), the SIMT
+    kernels and the elementwise tensor-core one spill nothing, and the
+    pipelined tensor-core ones (register-heavy: 64 accumulators, fragments,
+    staged vectors) spill no more than they did when last measured
+    (benchmarks/NOTES.md), so that a change that adds spills shows."""
+    report = ptxas_report(os.path.join("csrc", "common", "cuda_gemm.cu"))
+    kernels = {
+        "gemm_tiled_kernel<float, float>": 0,
+        "gemm_tiled_kernel<double, double>": 0,
+        "gemm_float_large_kernel<float>": 0,
+        "gemm_small_m_kernel<float, float>": 0,
+        "split_k_sum_kernel<float, float>": 0,
+        "gemm_tensor_core_kernel<c10::BFloat16>": 0,
+        "gemm_tensor_core_async_kernel<c10::BFloat16>": 16,
+        "gemm_tensor_core_staged_kernel<c10::BFloat16, true, true>": 128,
+        "gemm_tensor_core_staged_kernel<c10::BFloat16, true, false>": 128,
+        "gemm_tensor_core_staged_kernel<c10::BFloat16, false, true>": 128,
+        "gemm_tensor_core_staged_kernel<c10::BFloat16, false, false>": 128,
+    }
+    assert set(kernels) <= set(report), sorted(report)
+    for name, spill_bound in kernels.items():
+        registers, spilled = report[name]
+        assert registers <= 128 and spilled <= spill_bound, (name, registers, spilled)
 
 
 def test_every_op_has_cpu_autograd_and_fake_kernels():

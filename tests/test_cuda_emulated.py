@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as TF
 
 from fastlayers import reference as ref
-from fastlayers.testing import eager_bound, rel_error, tolerance
+from fastlayers.testing import FIXED_TOLERANCE, eager_bound, rel_error, tolerance
 
 from .checks import check_half_precision, check_non_finite_first_element
 from .cuda_emulation import build
@@ -86,8 +86,8 @@ def gpu(request, cuda_ops):
 
 
 def counters(cuda_ops):
-    launches, blocks, mma = cuda_ops.emulator_counters()
-    return {"launches": launches, "blocks": blocks, "mma": mma}
+    launches, blocks, mma, ldmatrix_trans = cuda_ops.emulator_counters()
+    return {"launches": launches, "blocks": blocks, "mma": mma, "ldmatrix_trans": ldmatrix_trans}
 
 
 @pytest.fixture(autouse=True)
@@ -233,6 +233,166 @@ def test_linear_relu_large_float_tiles(cuda_ops, gpu):
     grad_weight, grad_bias = cuda_ops.linear_relu_backward_params(grad, out, x, True)
     assert rel_error(grad_weight, masked.t() @ x.double()) <= 1e-5
     assert rel_error(grad_bias, masked.sum(0)) <= 1e-5
+
+
+# ------------------------------------------- experimental kernels (off by default)
+SPLIT_K, TENSOR_CORE_BACKWARD = 1, 2  # fastlayers.backends.CUDA_EXPERIMENTAL's bits
+
+
+@pytest.fixture
+def experimental(cuda_ops):
+    """Sets the experimental-kernel bits for the test's calls (restored after),
+    with fastlayers' kernels at every size."""
+    previous_policy = cuda_ops.set_cuda_gemm_policy(1)
+    previous = cuda_ops.set_cuda_experimental_kernels(0)
+    yield cuda_ops.set_cuda_experimental_kernels
+    cuda_ops.set_cuda_experimental_kernels(previous)
+    cuda_ops.set_cuda_gemm_policy(previous_policy)
+
+
+def aligned(rows, cols, dtype, seed=0, scale=1.0, pad=0):
+    """A [rows, cols] view whose rows are 16-byte aligned and `pad` elements
+    longer than `cols` rounded up to 8 (a slice, as of a larger tensor)."""
+    stride = -(-cols // 8) * 8 + pad
+    return randn(rows, stride, dtype=dtype, seed=seed, scale=scale)[:, :cols]
+
+
+def linear_relu_products(cuda_ops, x, w, b, grad):
+    """The forward and both backward products, and their float64 references
+    (with the kernel's own mask) and eager counterparts in x's dtype."""
+    out = cuda_ops.linear_relu(x, w, b)
+    grad_input = cuda_ops.linear_relu_backward_input(grad, out, w)
+    grad_weight, grad_bias = cuda_ops.linear_relu_backward_params(grad, out, x, True)
+    mask = out.double() > 0
+    masked = grad.double() * mask
+    exact = (
+        ref.linear_relu(x.double(), w.double(), b.double()),
+        masked @ w.double(),
+        masked.t() @ x.double(),
+        masked.sum(0),
+    )
+    masked_low = grad * mask.to(grad.dtype)
+    eager = (ref.linear_relu(x, w, b), masked_low @ w, masked_low.t() @ x, masked_low.sum(0))
+    return (out, grad_input, grad_weight, grad_bias), exact, eager
+
+
+def check_products(got, exact, eager, dtype, what):
+    for name, g, e, low in zip(("forward", "grad_input", "grad_weight", "grad_bias"), got, exact, eager):
+        assert g.dtype == dtype and g.shape == e.shape, (what, name)
+        if g.numel():
+            assert rel_error(g, e) <= tolerance(dtype, rel_error(low, e)), (what, name, rel_error(g, e))
+
+
+# (rows, in_features, out_features): reductions deep enough to split, with
+# few output tiles; the last splits into slices of unequal depth.
+SPLIT_SHAPES = [(67, 300, 70), (130, 257, 20), (40, 96, 300), (64, 512, 64)]
+
+
+@pytest.mark.parametrize("m,k,n", SPLIT_SHAPES)
+@pytest.mark.parametrize("dtype", ALL)
+def test_split_k_matches_float64_and_takes_its_two_launches(cuda_ops, experimental, m, k, n, dtype):
+    """Split-K (experimental): every product with few output tiles and a deep
+    reduction (the forward's over in_features, the backward's over both
+    feature counts and the batch, with the bias gradient's row sums) splits,
+    costs exactly one extra launch (the in-order sum), stays within the
+    float64 rule and is bitwise repeatable."""
+    x, w, b = randn(m, k, dtype=dtype), randn(n, k, dtype=dtype, seed=1, scale=k**-0.5), randn(n, dtype=dtype, seed=2)
+    grad = randn(m, n, dtype=dtype, seed=3)
+    experimental(0)
+    launches = counters(cuda_ops)["launches"]
+    unsplit, _, _ = linear_relu_products(cuda_ops, x, w, b, grad)
+    plain_launches = counters(cuda_ops)["launches"] - launches
+    experimental(SPLIT_K)
+    launches = counters(cuda_ops)["launches"]
+    got, exact, eager = linear_relu_products(cuda_ops, x, w, b, grad)
+    split_launches = counters(cuda_ops)["launches"] - launches
+    check_products(got, exact, eager, dtype, "split")
+    # A reduction splits from two slices of 64 on: the forward's over k, the
+    # input gradient's over n, the weight gradient's over m.
+    splits = (k >= 128) + (n >= 128) + (m >= 128)
+    assert split_launches - plain_launches == splits, (split_launches, plain_launches)
+    again, _, _ = linear_relu_products(cuda_ops, x, w, b, grad)
+    assert all(torch.equal(a, c) for a, c in zip(got, again)), "split-K not deterministic"
+    if dtype in (torch.float32, torch.float64):  # the split changes only the order of the sums
+        for a, c in zip(got, unsplit):
+            assert rel_error(a, c) <= FIXED_TOLERANCE[dtype]
+
+
+# (rows, in_features, out_features) across tile edges: 128x128 output tiles,
+# 32-deep steps, 8-element vectors (odd sizes end in partial vectors). The
+# output gradient and the output (the mask) are contiguous, as autograd
+# gives them, so their rows need out_features a multiple of 8 to be read in
+# vectors; x and the weight are padded views where their sizes are odd.
+STAGED_SHAPES = [(67, 136, 72), (130, 40, 136), (9, 13, 24), (200, 72, 256)]
+
+
+@pytest.mark.parametrize("m,k,n", STAGED_SHAPES)
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("split", [False, True])
+def test_tensor_core_backward_in_all_four_operand_layouts(cuda_ops, experimental, m, k, n, dtype, split):
+    """The experimental tensor-core kernel for masked and transposed operands.
+    Row-major x and weight give the backward's two layouts (grad_input: A
+    k-contiguous with the mask, B n-contiguous; grad_weight: both m/n-
+    contiguous, with the row sums), and a column-major x or weight the other
+    two (forward: A m-contiguous; grad_input: B k-contiguous). Each is within
+    the half-precision rule, uses ldmatrix.trans exactly where an operand is
+    m/n-contiguous, and is the same with split-K on (which must not matter)."""
+    experimental(TENSOR_CORE_BACKWARD | (SPLIT_K if split else 0))
+    w = aligned(n, k, dtype, seed=1, scale=k**-0.5, pad=8)
+    b = randn(n, dtype=dtype, seed=2)
+    grad = randn(m, n, dtype=dtype, seed=3)
+    layouts = {
+        "row-major x and weight": (aligned(m, k, dtype), w),
+        "column-major x": (aligned(k, m, dtype).t(), w),
+        "column-major weight": (aligned(m, k, dtype), aligned(k, n, dtype, seed=1, scale=k**-0.5).t()),
+    }
+    for what, (x, wi) in layouts.items():
+        before = counters(cuda_ops)
+        got, exact, eager = linear_relu_products(cuda_ops, x, wi, b, grad)
+        trans = counters(cuda_ops)["ldmatrix_trans"] - before["ldmatrix_trans"]
+        check_products(got, exact, eager, dtype, what)
+        assert trans > 0, what  # grad_weight reads grad transposed in every layout
+    # The same products on the kernel they replace (elementwise staging).
+    experimental(0)
+    x, wi = layouts["column-major weight"]
+    reference, _, _ = linear_relu_products(cuda_ops, x, wi, b, grad)
+    experimental(TENSOR_CORE_BACKWARD)
+    staged, _, _ = linear_relu_products(cuda_ops, x, wi, b, grad)
+    for a, c in zip(staged, reference):  # same sums in the same order
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_tensor_core_backward_takes_the_transposing_loads_only_where_needed(cuda_ops, experimental, dtype):
+    """grad_input with a column-major weight has both operands k-contiguous:
+    no ldmatrix.trans; with a row-major one, B is n-contiguous: one per warp
+    per 16-wide column pair per 16-deep step. A misaligned operand or a mask
+    laid out unlike the gradient, or rows of a length that is no multiple of
+    8 elements, fall back to the elementwise kernel."""
+    experimental(TENSOR_CORE_BACKWARD)
+    m, k, n = 40, 48, 64
+    grad, out = aligned(m, n, dtype, seed=3), aligned(m, n, dtype, seed=4)
+    weights = {"k-contiguous": aligned(k, n, dtype, seed=1).t(), "n-contiguous": aligned(n, k, dtype, seed=1)}
+    trans = {}
+    for what, w in weights.items():
+        before = counters(cuda_ops)["ldmatrix_trans"]
+        got = cuda_ops.linear_relu_backward_input(grad, out, w)
+        trans[what] = counters(cuda_ops)["ldmatrix_trans"] - before
+        masked = grad.double() * (out.double() > 0)
+        low = grad * (out > 0).to(dtype)
+        assert rel_error(got, masked @ w.double()) <= tolerance(dtype, rel_error(low @ w, masked @ w.double()))
+    # one 128x128 tile, 8 warps, 2 B pairs, 2 k-halves per 32-deep step, 2 steps (n = 64)
+    assert trans == {"k-contiguous": 0, "n-contiguous": 8 * 2 * 2 * 2}, trans
+    misaligned = randn(m * n + 1, dtype=dtype, seed=3)[1:].view(m, n)
+    w = weights["n-contiguous"]
+    out_t = aligned(n, m, dtype, seed=4).t()  # the mask column-major, the gradient row-major
+    odd = randn(m, n - 2, dtype=dtype, seed=3), randn(m, n - 2, dtype=dtype, seed=4)
+    for g, o, w in ((misaligned, out, w), (grad, out_t, w), (*odd, aligned(n - 2, k, dtype, seed=1))):
+        before = counters(cuda_ops)["ldmatrix_trans"]
+        got = cuda_ops.linear_relu_backward_input(g, o, w)
+        assert counters(cuda_ops)["ldmatrix_trans"] == before
+        masked = g.double() * (o.double() > 0)
+        assert rel_error(got, masked @ w.double()) <= 2e-2
 
 
 def linear_relu_grads(x, w, b, grad):

@@ -150,12 +150,14 @@ def test_cuda_side_stream_is_ordered_after_the_producer_of_its_inputs(kind):
 
 @cuda_only
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("policy", ["fastlayers", "vendor"])
+@pytest.mark.parametrize("policy", ["fastlayers", "vendor", "experimental"])
 @pytest.mark.parametrize("rows", [64, 512])
 def test_cuda_graph_captures_forward_and_backward(kind, policy, rows):
     """A whole step (forward, backward into fresh .grad) captured once and
-    replayed on new inputs: the replays match the float64 reference."""
-    with backends.cuda_gemm(policy):
+    replayed on new inputs: the replays match the float64 reference. The
+    experimental kernels too (split-K takes scratch space inside the capture)."""
+    experimental = ("all",) if policy == "experimental" else ()
+    with backends.cuda_gemm("fastlayers" if experimental else policy), backends.cuda_experimental(*experimental):
         step = Step(kind, "cuda", rows=rows, features=128)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -1,6 +1,10 @@
 """fastlayers.functional.linear_relu and its ops against the plain-PyTorch
 reference: forward per dtype, gradcheck, opcheck, bad inputs, memory."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -251,6 +255,60 @@ def test_cuda_gemm_policy_is_scoped_and_checked():
             pass
     with pytest.raises(RuntimeError, match="set_cuda_gemm_policy: argument 'policy' must be 0"):
         OPS.set_cuda_gemm_policy(7)
+
+
+def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environment():
+    assert OPS.set_cuda_experimental_kernels(0) == 0  # off by default
+    with backends.cuda_experimental("split_k"):
+        assert OPS.set_cuda_experimental_kernels(1) == 1
+        with backends.cuda_experimental("all"):
+            assert OPS.set_cuda_experimental_kernels(3) == 3
+        with backends.cuda_experimental():
+            assert OPS.set_cuda_experimental_kernels(0) == 0
+        assert OPS.set_cuda_experimental_kernels(1) == 1
+    assert OPS.set_cuda_experimental_kernels(0) == 0
+    with pytest.raises(ValueError, match="kernels must be 'all' or among"):
+        with backends.cuda_experimental("wgmma"):
+            pass
+    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 3"):
+        OPS.set_cuda_experimental_kernels(4)
+    script = "import torch, fastlayers; print(torch.ops.fastlayers.set_cuda_experimental_kernels(0))"
+    for value, expected in (("tensor_core_backward", "2"), ("split_k,tensor_core_backward", "3"), ("all", "3")):
+        env = dict(os.environ, FASTLAYERS_CUDA_EXPERIMENTAL=value)
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        assert result.stdout.strip() == expected, (value, result.stdout)
+    env = dict(os.environ, FASTLAYERS_CUDA_EXPERIMENTAL="split_k,wgmma")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "FASTLAYERS_CUDA_EXPERIMENTAL names an unknown kernel 'wgmma'" in result.stderr
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(64, 512, 512), (67, 300, 72), (300, 136, 200), (4096, 256, 256)])
+def test_cuda_experimental_kernels_match_the_reference(dtype, shape):
+    """Split-K and the tensor-core backward (off by default until measured)
+    on the GPU: few output tiles with deep reductions, odd sizes, and a batch
+    deep enough to split the weight gradient; forward and backward against
+    float64, and bitwise repeatable."""
+    rows, k, n = shape
+    x, w, b = make((rows, k), n, dtype, "cuda", requires_grad=True)
+    grad = torch.randn(rows, n, device="cuda", dtype=dtype)
+    results = []
+    with backends.cuda_gemm("fastlayers"), backends.cuda_experimental("all"):
+        for _ in range(2):
+            out = FL.linear_relu(x, w, b)
+            results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
+    for first, second in zip(*results):
+        assert torch.equal(first, second)
+    out, gx, gw, gb = results[0]
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    expected = ref.linear_relu(x64, w64, b64)
+    expected.backward(grad.double() * (out.double() > 0))  # the kernel's own mask
+    assert rel_error(out, expected) <= (1e-5 if dtype == torch.float32 else low_precision_bound(x, w, b, expected))
+    masked = grad * (out > 0).to(dtype)  # eager's gradients in dtype, for the half-precision rule
+    eager = (masked @ w, masked.t() @ x, masked.sum(0))
+    for got, want, low in zip((gx, gw, gb), (x64.grad, w64.grad, b64.grad), eager):
+        assert rel_error(got, want) <= tolerance(dtype, rel_error(low, want))
 
 
 @cuda_only

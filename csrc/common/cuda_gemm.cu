@@ -6,17 +6,22 @@
 // tiling for large float products (8x8 outputs per thread), the portable
 // SIMT tiling for the rest (64x64 tiles, 4x4 outputs per thread), and a
 // warp-per-output-column kernel for a handful of rows, where reading the
-// weight once dominates.
+// weight once dominates. Behind the experimental switch (gemm_policy.h, not
+// yet measured on a GPU): split-K over the tiled kernels, and a tensor-core
+// kernel for masked or m/n-contiguous operands (the backward's products).
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "cuda_gemm.h"
 #include "cuda_mma.cuh"
+#include "gemm_policy.h"
 
 namespace fastlayers {
 namespace cuda {
@@ -32,9 +37,38 @@ __device__ __forceinline__ Acc load_a(const GemmArgs<T, Acc>& g, int64_t i, int6
 template <typename T, typename Acc>
 __device__ __forceinline__ void store_c(const GemmArgs<T, Acc>& g, int64_t i, int64_t j, Acc v) {
   if (i >= g.M || j >= g.N) return;
+  if (g.partial) {  // one slice of a split reduction: the raw sum, no epilogue
+    g.partial[i * g.N + j] = v;
+    return;
+  }
   if (g.bias) v += static_cast<Acc>(g.bias[j * g.bias_stride]);
   if (g.relu && v < Acc(0)) v = Acc(0);  // NaN passes, as in torch.relu
   g.c[i * g.ldc + j] = static_cast<T>(v);
+}
+
+template <typename T, typename Acc>
+__device__ __forceinline__ void store_row_sum(const GemmArgs<T, Acc>& g, int64_t i, Acc v) {
+  if (g.partial_row_sums) {
+    g.partial_row_sums[i] = v;
+  } else {
+    g.row_sums[i] = static_cast<T>(v);
+  }
+}
+
+// The product this block computes: all of it, or under split-K the slice of
+// the reduction blockIdx.z names (operands advanced to its first k, partial
+// outputs to its own plane), so that the kernels' loops run unchanged.
+template <typename T, typename Acc>
+__device__ __forceinline__ GemmArgs<T, Acc> this_slice(GemmArgs<T, Acc> g) {
+  if (g.partial == nullptr) return g;
+  const int64_t z = blockIdx.z, p0 = z * g.k_slice;
+  g.a.data += p0 * g.a.cs;
+  if (g.mask.data) g.mask.data += p0 * g.mask.cs;
+  g.b.data += p0 * g.b.rs;
+  g.K = std::max<int64_t>(0, std::min<int64_t>(g.k_slice, g.K - p0));
+  g.partial += z * g.M * g.N;
+  if (g.partial_row_sums) g.partial_row_sums += z * g.M;
+  return g;
 }
 
 constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4;
@@ -45,7 +79,8 @@ constexpr int kThreads = (kBM / kTM) * (kBN / kTN);  // 256
 // loop: any N fits in one launch). Tile 0 also produces the row sums, so
 // they come out even when N == 0.
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kThreads, 2) gemm_tiled_kernel(const GemmArgs<T, Acc> g, int64_t col_tiles) {
+__global__ void __launch_bounds__(kThreads, 2) gemm_tiled_kernel(const GemmArgs<T, Acc> args, int64_t col_tiles) {
+  const GemmArgs<T, Acc> g = this_slice(args);
   __shared__ Acc As[kBK][kBM + 1];
   __shared__ Acc Bs[kBK][kBN + 1];
   const int tid = threadIdx.x;
@@ -101,9 +136,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemm_tiled_kernel(const GemmArgs<
       __syncthreads();
     }
 
-    if (want_sums && tid < kBM && i0 + tid < g.M) {
-      g.row_sums[i0 + tid] = static_cast<T>(row_sum);
-    }
+    if (want_sums && tid < kBM && i0 + tid < g.M) store_row_sum(g, i0 + tid, row_sum);
 #pragma unroll
     for (int r = 0; r < kTM; ++r)
 #pragma unroll
@@ -123,8 +156,10 @@ constexpr int kLLoads = kLBM * kLBK / kLThreads;  // elements of A (and of B) pe
 
 template <typename T>
 __global__ void __launch_bounds__(kLThreads, 2)  // 2 blocks per SM: at most 128 registers
-    gemm_float_large_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
+    gemm_float_large_kernel(const GemmArgs<T, float> args, int64_t col_tiles) {
   static_assert(std::is_same_v<T, float>, "the float32 kernel");
+  GemmArgs<T, float> g = args;
+  g.partial = g.partial_row_sums = nullptr;  // never split (it runs when the tiles fill the GPU): 16 spilled bytes less
   __shared__ __align__(16) float As[2][kLBK][kLBM + kLPad];
   __shared__ __align__(16) float Bs[2][kLBK][kLBN + kLPad];
   const int tid = threadIdx.x;
@@ -210,7 +245,7 @@ __global__ void __launch_bounds__(kLThreads, 2)  // 2 blocks per SM: at most 128
       __syncthreads();
     }
 
-    if (want_sums && tid < kLBM && i0 + tid < g.M) g.row_sums[i0 + tid] = row_sum;
+    if (want_sums && tid < kLBM && i0 + tid < g.M) store_row_sum(g, i0 + tid, row_sum);
 #pragma unroll
     for (int r = 0; r < 8; ++r) {
       const int64_t i = i0 + (r / 4) * 64 + ty * 4 + r % 4;
@@ -263,6 +298,7 @@ constexpr int kTcThreads = 256;
 constexpr int kTcWarpM = 64, kTcWarpN = 32;  // warps arranged 2 x 4
 constexpr int kTcMI = kTcWarpM / 16, kTcNI = kTcWarpN / 8;
 static_assert(kTcBM == kTcBN, "staging maps thread chunks to A and B rows alike");
+static_assert(kTcBK == 32, "the staged kernel runs a step as two 16-deep halves");
 
 // Outputs (i, j) and (i, j + 1), j even, as one store of two elements when
 // both exist and the pair is aligned; else one by one.
@@ -275,7 +311,7 @@ template <typename T>
 __device__ __forceinline__ void store_c_pair(const GemmArgs<T, float>& g, int64_t i, int64_t j, float v0, float v1) {
   if (i >= g.M) return;
   T* dst = g.c + i * g.ldc + j;
-  if (j + 1 < g.N && reinterpret_cast<uintptr_t>(dst) % sizeof(Pair<T>) == 0) {
+  if (j + 1 < g.N && g.partial == nullptr && reinterpret_cast<uintptr_t>(dst) % sizeof(Pair<T>) == 0) {
     if (g.bias) {
       v0 += static_cast<float>(g.bias[j * g.bias_stride]);
       v1 += static_cast<float>(g.bias[(j + 1) * g.bias_stride]);
@@ -337,7 +373,8 @@ __device__ __forceinline__ void mma_tile_step(const T (&As)[kTcBM][kTcBK + kTcPa
 
 template <typename T>
 __global__ void __launch_bounds__(kTcThreads, 2)
-    gemm_tensor_core_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
+    gemm_tensor_core_kernel(const GemmArgs<T, float> args, int64_t col_tiles) {
+  const GemmArgs<T, float> g = this_slice(args);
   __shared__ __align__(16) T As[kTcBM][kTcBK + kTcPad];
   __shared__ __align__(16) T Bs[kTcBN][kTcBK + kTcPad];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -381,7 +418,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       __syncthreads();
     }
 
-    if (want_sums && tid < kTcBM && i0 + tid < g.M) g.row_sums[i0 + tid] = static_cast<T>(row_sum);
+    if (want_sums && tid < kTcBM && i0 + tid < g.M) store_row_sum(g, i0 + tid, row_sum);
     store_mma_tile(g, i0 + wm * kTcWarpM, j0 + wn * kTcWarpN, lane, acc);
   }
 }
@@ -396,7 +433,8 @@ constexpr int kTcChunks = kTcBM * kTcBK / 8 / kTcThreads;  // 16-byte copies per
 
 template <typename T>
 __global__ void __launch_bounds__(kTcThreads, 2)
-    gemm_tensor_core_async_kernel(const GemmArgs<T, float> g, int64_t col_tiles) {
+    gemm_tensor_core_async_kernel(const GemmArgs<T, float> args, int64_t col_tiles) {
+  const GemmArgs<T, float> g = this_slice(args);
   __shared__ __align__(16) T As[kTcStages][kTcBM][kTcBK + kTcPad];
   __shared__ __align__(16) T Bs[kTcStages][kTcBN][kTcBK + kTcPad];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -444,7 +482,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
       __syncthreads();  // this stage is refilled by the next step's copies
     }
 
-    if (want_sums && tid < kTcBM && i0 + tid < g.M) g.row_sums[i0 + tid] = static_cast<T>(row_sum);
+    if (want_sums && tid < kTcBM && i0 + tid < g.M) store_row_sum(g, i0 + tid, row_sum);
     store_mma_tile(g, i0 + wm * kTcWarpM, j0 + wn * kTcWarpN, lane, acc);
   }
 }
@@ -457,6 +495,241 @@ bool async_copy_layout(const GemmArgs<T, Acc>& g) {
   constexpr int64_t kPerChunk = 16 / sizeof(T);
   return g.mask.data == nullptr && g.a.cs == 1 && g.b.rs == 1 && (g.M == 1 || g.a.rs % kPerChunk == 0) &&
          (g.N == 1 || g.b.cs % kPerChunk == 0) && aligned(g.a.data) && aligned(g.b.data);
+}
+
+// Tensor cores for operands the async kernel cannot take (behind the
+// tensor_core_backward switch): a mask (the backward's output gradient times
+// the ReLU mask), or an operand contiguous along m or n rather than k (the
+// backward's transposed products). Each operand tile is read in 16-byte
+// vectors along its contiguous dimension into registers, the mask applied
+// there, and stored to shared memory in that same layout: k-contiguous tiles
+// as [128][32 + 8] (fed to mma by ldmatrix), m- or n-contiguous ones as
+// [32][128 + 8] (by ldmatrix.trans); both pads keep ldmatrix's eight 16-byte
+// row reads on distinct banks. Double-buffered like the float32 kernel: the
+// next step's vectors are loaded during this step's products, one barrier a
+// step. Same 128x128 tiles, warp layout and epilogue as the kernels above.
+constexpr int kTcKMajorLd = kTcBK + kTcPad;   // row length of a k-contiguous tile
+constexpr int kTcMnMajorLd = kTcBM + kTcPad;  // row length of an m/n-contiguous tile
+constexpr int kTcTileElems = std::max(kTcBM * kTcKMajorLd, kTcBK* kTcMnMajorLd);
+constexpr int kTcVectors = kTcBM * kTcBK / 8 / kTcThreads;  // 16-byte vectors per operand per thread per step
+
+// An operand as 16-byte vectors run along it: element (across, along) at
+// data[across * across_stride + along], inside [0, across_extent) x
+// [0, along_extent). For A, across/along are m/k (k-contiguous) or k/m; for
+// B, n/k or k/n.
+template <typename T>
+struct VectorSource {
+  const T* data;
+  int64_t across_stride, across_extent, along_extent;
+};
+
+// The 8 elements from (across, along) on, zero past the edges: one 16-byte
+// load when all are inside (`along` is a multiple of 8, rows 16-byte aligned).
+template <typename T>
+__device__ __forceinline__ uint4 load_vector(const VectorSource<T>& s, int64_t across, int64_t along) {
+  if (across < s.across_extent && along + 8 <= s.along_extent)
+    return *reinterpret_cast<const uint4*>(s.data + across * s.across_stride + along);
+  T e[8];
+#pragma unroll
+  for (int t = 0; t < 8; ++t)
+    e[t] =
+        across < s.across_extent && along + t < s.along_extent ? s.data[across * s.across_stride + along + t] : T(0.f);
+  uint4 out;
+  memcpy(&out, e, sizeof(out));  // not a T* into the uint4: that breaks strict aliasing (the emulator's
+  return out;                    // compiler dropped such writes); copies of registers cost nothing
+}
+
+template <typename T>
+__device__ __forceinline__ uint4 apply_mask(uint4 v, uint4 mask) {
+  T e[8], m[8];
+  memcpy(e, &v, sizeof(v));
+  memcpy(m, &mask, sizeof(mask));
+#pragma unroll
+  for (int t = 0; t < 8; ++t)
+    if (!relu_mask_on(m[t])) e[t] = T(0.f);
+  memcpy(&v, e, sizeof(v));
+  return v;
+}
+
+// Where vector l of this thread sits in a tile: `mn` along the 128-long
+// side, `k` along the 32-deep one, and its offset in the shared tile.
+template <bool kKMajor>
+struct TileVector {
+  int mn, k;
+  __device__ __forceinline__ TileVector(int tid, int l) {
+    const int c = tid + l * kTcThreads;
+    if (kKMajor) {
+      mn = c / (kTcBK / 8), k = (c % (kTcBK / 8)) * 8;
+    } else {
+      k = c / (kTcBM / 8), mn = (c % (kTcBM / 8)) * 8;
+    }
+  }
+  __device__ __forceinline__ int offset() const { return kKMajor ? mn * kTcKMajorLd + k : k * kTcMnMajorLd + mn; }
+};
+
+// The source of operand tile vectors starting at (mn0, p0) of the product:
+// across/along as TileVector's (mn, k) or (k, mn).
+template <typename T, bool kKMajor>
+__device__ __forceinline__ uint4 load_tile_vector(const VectorSource<T>& s, const TileVector<kKMajor>& v, int64_t mn0,
+                                                  int64_t p0) {
+  return kKMajor ? load_vector(s, mn0 + v.mn, p0 + v.k) : load_vector(s, p0 + v.k, mn0 + v.mn);
+}
+
+template <typename T, bool kKMajor>
+__device__ __forceinline__ VectorSource<T> vector_source(const T* data, int64_t mn_stride, int64_t k_stride,
+                                                         int64_t mn_extent, int64_t k_extent) {
+  return kKMajor ? VectorSource<T>{data, mn_stride, mn_extent, k_extent}
+                 : VectorSource<T>{data, k_stride, k_extent, mn_extent};
+}
+
+// Half (16 deep, from kk) of a step of the staged kernel on this warp's 64x32
+// outputs. B's fragments for all four column tiles first, then A's one
+// 16-row tile at a time: 12 fragment registers instead of 24.
+template <typename T, bool kAKMajor, bool kBKMajor>
+__device__ __forceinline__ void mma_staged_half_step(const T* As, const T* Bs, int kk, int wm, int wn, int lane,
+                                                     float (&acc)[kTcMI][kTcNI][4]) {
+  const int matrix = lane / 8, row = lane % 8;  // the row of which ldmatrix matrix this lane addresses
+  {
+    uint32_t b[kTcNI][2];
+#pragma unroll
+    for (int pair = 0; pair < kTcNI / 2; ++pair) {  // two 8-column tiles: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, ..)
+      const int n0 = wn * kTcWarpN + pair * 16;
+      uint32_t r[4];
+      if (kBKMajor) {
+        ldmatrix_x4(r, Bs + (n0 + row + 8 * (matrix / 2)) * kTcKMajorLd + kk + 8 * (matrix % 2));
+      } else {  // stored k by n: row k, 8 n's from column n
+        ldmatrix_x4_trans(r, Bs + (kk + row + 8 * (matrix % 2)) * kTcMnMajorLd + n0 + 8 * (matrix / 2));
+      }
+      b[2 * pair][0] = r[0], b[2 * pair][1] = r[1];
+      b[2 * pair + 1][0] = r[2], b[2 * pair + 1][1] = r[3];
+    }
+#pragma unroll
+    for (int mi = 0; mi < kTcMI; ++mi) {
+      const int m0 = wm * kTcWarpM + mi * 16;
+      uint32_t a[4];
+      if (kAKMajor) {  // matrices: (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
+        ldmatrix_x4(a, As + (m0 + lane % 16) * kTcKMajorLd + kk + (lane / 16) * 8);
+      } else {  // the same four, stored k by m: row k, 8 m's from column m
+        ldmatrix_x4_trans(a, As + (kk + row + 8 * (matrix / 2)) * kTcMnMajorLd + m0 + 8 * (matrix % 2));
+      }
+#pragma unroll
+      for (int ni = 0; ni < kTcNI; ++ni) mma_m16n8k16<T>(acc[mi][ni], a, b[ni]);
+    }
+  }
+}
+
+template <typename T, bool kAKMajor, bool kBKMajor>
+__global__ void __launch_bounds__(kTcThreads, 2)
+    gemm_tensor_core_staged_kernel(const GemmArgs<T, float> args, int64_t col_tiles) {
+  const GemmArgs<T, float> g = this_slice(args);
+  __shared__ __align__(16) T As[2][kTcTileElems];
+  __shared__ __align__(16) T Bs[2][kTcTileElems];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp / (kTcBN / kTcWarpN), wn = warp % (kTcBN / kTcWarpN);
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kTcBM;
+  const int64_t steps = (g.K + kTcBK - 1) / kTcBK;
+  const VectorSource<T> a_src = vector_source<T, kAKMajor>(g.a.data, g.a.rs, g.a.cs, g.M, g.K);
+  VectorSource<T> m_src = a_src;  // the mask is laid out as A (gemm() checks), so it shares A's registers
+  m_src.data = g.mask.data;
+  const VectorSource<T> b_src = vector_source<T, kBKMajor>(g.b.data, g.b.cs, g.b.rs, g.N, g.K);
+
+  for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
+    const int64_t j0 = tile * kTcBN;
+    const bool want_sums = g.row_sums != nullptr && tile == 0;
+    // The next step's vectors of one operand, in flight during half a step's
+    // products and then stored to the other buffer (nobody reads it this
+    // step): A's during the first half, B's during the second, so that only
+    // one operand's vectors take registers at a time.
+    uint4 next[kTcVectors];
+    auto fetch_a = [&](int64_t p0) {
+#pragma unroll
+      for (int l = 0; l < kTcVectors; ++l) {
+        const TileVector<kAKMajor> v(tid, l);
+        next[l] = load_tile_vector(a_src, v, i0, p0);
+        if (g.mask.data) next[l] = apply_mask<T>(next[l], load_tile_vector(m_src, v, i0, p0));
+      }
+    };
+    auto fetch_b = [&](int64_t p0) {
+#pragma unroll
+      for (int l = 0; l < kTcVectors; ++l) next[l] = load_tile_vector(b_src, TileVector<kBKMajor>(tid, l), j0, p0);
+    };
+    auto stash_a = [&](int buf) {
+#pragma unroll
+      for (int l = 0; l < kTcVectors; ++l)
+        *reinterpret_cast<uint4*>(&As[buf][TileVector<kAKMajor>(tid, l).offset()]) = next[l];
+    };
+    auto stash_b = [&](int buf) {
+#pragma unroll
+      for (int l = 0; l < kTcVectors; ++l)
+        *reinterpret_cast<uint4*>(&Bs[buf][TileVector<kBKMajor>(tid, l).offset()]) = next[l];
+    };
+    float acc[kTcMI][kTcNI][4] = {};
+    float row_sum = 0.f;
+
+    if (steps > 0) {
+      fetch_a(0);
+      stash_a(0);
+      fetch_b(0);
+      stash_b(0);
+    }
+    __syncthreads();
+    for (int64_t s = 0; s < steps; ++s) {
+      const int buf = static_cast<int>(s & 1);
+      const bool more = s + 1 < steps;
+      const int64_t p_next = (s + 1) * kTcBK;
+      if (more) fetch_a(p_next);
+      if (want_sums && tid < kTcBM) {
+#pragma unroll
+        for (int k = 0; k < kTcBK; ++k)
+          row_sum += static_cast<float>(As[buf][kAKMajor ? tid * kTcKMajorLd + k : k * kTcMnMajorLd + tid]);
+      }
+      mma_staged_half_step<T, kAKMajor, kBKMajor>(As[buf], Bs[buf], 0, wm, wn, lane, acc);
+      if (more) {
+        stash_a(buf ^ 1);
+        fetch_b(p_next);
+      }
+      mma_staged_half_step<T, kAKMajor, kBKMajor>(As[buf], Bs[buf], 16, wm, wn, lane, acc);
+      if (more) stash_b(buf ^ 1);
+      __syncthreads();
+    }
+
+    if (want_sums && tid < kTcBM && i0 + tid < g.M) store_row_sum(g, i0 + tid, row_sum);
+    store_mma_tile(g, i0 + wm * kTcWarpM, j0 + wn * kTcWarpN, lane, acc);
+  }
+}
+
+// How the staged kernel reads an operand: along k (k_major), along m or n,
+// or not at all (the layout has no unit stride, 16-byte aligned rows).
+enum class VectorLayout { None, KMajor, MnMajor };
+
+// A matrix X(mn, k) with strides (mn_stride, k_stride) and extents.
+template <typename T>
+VectorLayout vector_layout(const T* data, int64_t mn_stride, int64_t k_stride, int64_t mn_extent, int64_t k_extent) {
+  constexpr int64_t kPerVector = 16 / sizeof(T);
+  if (reinterpret_cast<uintptr_t>(data) % 16 != 0) return VectorLayout::None;
+  if (k_stride == 1 && (mn_extent == 1 || mn_stride % kPerVector == 0)) return VectorLayout::KMajor;
+  if (mn_stride == 1 && (k_extent == 1 || k_stride % kPerVector == 0)) return VectorLayout::MnMajor;
+  return VectorLayout::None;
+}
+
+// Split-K's second kernel: adds the slices of each output (and row sum) in
+// slice order, then applies the epilogue; `g` is the caller's product.
+template <typename T, typename Acc>
+__global__ void split_k_sum_kernel(const GemmArgs<T, Acc> g, const Acc* partial, const Acc* partial_row_sums,
+                                   int64_t slices) {
+  const int64_t outputs = g.M * g.N, total = outputs + (g.row_sums ? g.M : 0);
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    Acc sum = Acc(0);
+    if (e < outputs) {
+      for (int64_t z = 0; z < slices; ++z) sum += partial[z * outputs + e];
+      store_c(g, e / g.N, e % g.N, sum);
+    } else {
+      const int64_t i = e - outputs;
+      for (int64_t z = 0; z < slices; ++z) sum += partial_row_sums[z * g.M + i];
+      g.row_sums[i] = static_cast<T>(sum);
+    }
+  }
 }
 
 // Whether the tensor-core kernels run as sm_80+ code here: the device is
@@ -484,50 +757,125 @@ inline dim3 tile_grid(int64_t M, int64_t N, int64_t bm, int64_t bn, int64_t* col
   return dim3(static_cast<unsigned>(row_tiles), static_cast<unsigned>(std::min<int64_t>(*col_tiles, 65535)));
 }
 
+// Split-K: into how many slices of the reduction (at least kSplitMinDepth
+// deep, a multiple of 32 so that sliced operands keep their 16-byte
+// alignment) a product of `tiles` output tiles is split so that the blocks
+// come close to one per SM; 1 when the tiles fill the GPU already, the
+// switch is off, or the reduction is too short to share.
+constexpr int64_t kSplitMinDepth = 64, kSplitMaxSlices = 16, kSplitAlign = 32;
+
+inline int64_t split_k_slice(int64_t tiles, int64_t K, int64_t sms) {
+  if (!cuda_experimental(kSplitK) || tiles >= sms) return K;
+  const int64_t slices = std::min({sms / tiles, K / kSplitMinDepth, kSplitMaxSlices});
+  if (slices < 2) return K;
+  return ((K + slices - 1) / slices + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
+}
+
+enum class TiledKernel { Portable, FloatLarge, TensorCore, TensorCoreAsync, TensorCoreStaged };
+
 }  // namespace
 
 template <typename T, typename Acc>
-void gemm(const GemmArgs<T, Acc>& g) {
+void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
   // With N == 0 there is nothing to store, but row sums (all zero) are still due.
-  if (g.M == 0 || (g.N == 0 && g.row_sums == nullptr)) return;
+  if (product.M == 0 || (product.N == 0 && product.row_sums == nullptr)) return;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  int64_t col_tiles = 0;
-  if (g.M <= kSmallM && g.mask.data == nullptr && g.row_sums == nullptr) {
-    const unsigned blocks = static_cast<unsigned>((g.N + kSmallWarps - 1) / kSmallWarps);
-    gemm_small_m_kernel<T, Acc><<<blocks, kSmallWarps * 32, 0, stream>>>(g);
-  } else if constexpr (kHalfType<T>) {
+  if (product.M <= kSmallM && product.mask.data == nullptr && product.row_sums == nullptr) {
+    const unsigned blocks = static_cast<unsigned>((product.N + kSmallWarps - 1) / kSmallWarps);
+    gemm_small_m_kernel<T, Acc><<<blocks, kSmallWarps * 32, 0, stream>>>(product);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  auto tiles_of = [&](int64_t bm, int64_t bn) {
+    return ((product.M + bm - 1) / bm) * std::max<int64_t>(1, (product.N + bn - 1) / bn);
+  };
+  TiledKernel kernel = TiledKernel::Portable;
+  VectorLayout a_layout = VectorLayout::None, b_layout = VectorLayout::None;
+  if constexpr (kHalfType<T>) {
     if (tensor_cores_usable<T>()) {
-      const dim3 grid = tile_grid(g.M, g.N, kTcBM, kTcBN, &col_tiles);
-      if (async_copy_layout(g)) {
-        gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
-      } else {
-        gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+      kernel = TiledKernel::TensorCore;
+      if (async_copy_layout(product)) {
+        kernel = TiledKernel::TensorCoreAsync;
+      } else if (cuda_experimental(kTensorCoreBackward)) {
+        const GemmArgs<T, Acc>& g = product;
+        a_layout = vector_layout(g.a.data, g.a.rs, g.a.cs, g.M, g.K);
+        b_layout = vector_layout(g.b.data, g.b.cs, g.b.rs, g.N, g.K);
+        const bool mask_matches =
+            g.mask.data == nullptr || (g.mask.rs == g.a.rs && g.mask.cs == g.a.cs &&
+                                       vector_layout(g.mask.data, g.mask.rs, g.mask.cs, g.M, g.K) == a_layout);
+        if (a_layout != VectorLayout::None && b_layout != VectorLayout::None && mask_matches)
+          kernel = TiledKernel::TensorCoreStaged;
       }
-    } else {
-      const dim3 grid = tile_grid(g.M, g.N, kBM, kBN, &col_tiles);
-      gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
     }
   } else if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
-    const int64_t large_tiles = ((g.M + kLBM - 1) / kLBM) * ((g.N + kLBN - 1) / kLBN);
-    if (large_tiles >= at::cuda::getCurrentDeviceProperties()->multiProcessorCount) {
-      // Enough 128x128 tiles for every SM; with fewer, 64x64 tiles keep more SMs busy.
-      const dim3 grid = tile_grid(g.M, g.N, kLBM, kLBN, &col_tiles);
-      gemm_float_large_kernel<T><<<grid, kLThreads, 0, stream>>>(g, col_tiles);
-    } else {
-      const dim3 grid = tile_grid(g.M, g.N, kBM, kBN, &col_tiles);
-      gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
-    }
-  } else {
-    const dim3 grid = tile_grid(g.M, g.N, kBM, kBN, &col_tiles);
-    gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
+    // Enough 128x128 tiles for every SM; with fewer, 64x64 tiles keep more SMs busy.
+    if (tiles_of(kLBM, kLBN) >= sms) kernel = TiledKernel::FloatLarge;
   }
+  const bool tensor_cores = kernel != TiledKernel::Portable && kernel != TiledKernel::FloatLarge;
+  const int64_t bm = kernel == TiledKernel::Portable ? kBM : kernel == TiledKernel::FloatLarge ? kLBM : kTcBM;
+  const int64_t bn = kernel == TiledKernel::Portable ? kBN : kernel == TiledKernel::FloatLarge ? kLBN : kTcBN;
+
+  GemmArgs<T, Acc> g = product;
+  at::Tensor partial;  // split-K's slices, on the caching allocator (so also inside CUDA-graph capture)
+  int64_t slices = 1;
+  if (kernel != TiledKernel::FloatLarge) {
+    g.k_slice = split_k_slice(tiles_of(bm, bn), g.K, sms);
+    slices = g.k_slice < g.K ? (g.K + g.k_slice - 1) / g.k_slice : 1;
+  }
+  if (slices > 1) {
+    const int64_t rows = g.row_sums ? g.M : 0;
+    partial = at::empty({slices * (g.M * g.N + rows)}, scratch.dtype(c10::CppTypeToScalarType<Acc>::value));
+    g.partial = partial.data_ptr<Acc>();
+    if (rows) g.partial_row_sums = g.partial + slices * g.M * g.N;
+  }
+
+  int64_t col_tiles = 0;
+  dim3 grid = tile_grid(g.M, g.N, bm, bn, &col_tiles);
+  grid.z = static_cast<unsigned>(slices);
+  if constexpr (kHalfType<T>) {
+    if (tensor_cores) {
+      const GemmArgs<T, float>& h = g;
+      const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
+      switch (kernel) {
+        case TiledKernel::TensorCoreAsync:
+          gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
+          break;
+        case TiledKernel::TensorCoreStaged:
+          if (a_k && b_k) {
+            gemm_tensor_core_staged_kernel<T, true, true><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
+          } else if (a_k) {
+            gemm_tensor_core_staged_kernel<T, true, false><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
+          } else if (b_k) {
+            gemm_tensor_core_staged_kernel<T, false, true><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
+          } else {
+            gemm_tensor_core_staged_kernel<T, false, false><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
+          }
+          break;
+        default:
+          gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
+      }
+    }
+  }
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
+    if (kernel == TiledKernel::FloatLarge) gemm_float_large_kernel<T><<<grid, kLThreads, 0, stream>>>(g, col_tiles);
+  }
+  if (kernel == TiledKernel::Portable) gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  if (slices > 1) {
+    const int64_t total = g.M * g.N + (g.row_sums ? g.M : 0);
+    constexpr int kSumThreads = 256;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kSumThreads - 1) / kSumThreads, 4096));
+    split_k_sum_kernel<T, Acc><<<blocks, kSumThreads, 0, stream>>>(product, g.partial, g.partial_row_sums, slices);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
-template void gemm<float, float>(const GemmArgs<float, float>&);
-template void gemm<double, double>(const GemmArgs<double, double>&);
-template void gemm<c10::Half, float>(const GemmArgs<c10::Half, float>&);
-template void gemm<c10::BFloat16, float>(const GemmArgs<c10::BFloat16, float>&);
+template void gemm<float, float>(const GemmArgs<float, float>&, const at::TensorOptions&);
+template void gemm<double, double>(const GemmArgs<double, double>&, const at::TensorOptions&);
+template void gemm<c10::Half, float>(const GemmArgs<c10::Half, float>&, const at::TensorOptions&);
+template void gemm<c10::BFloat16, float>(const GemmArgs<c10::BFloat16, float>&, const at::TensorOptions&);
 
 }  // namespace cuda
 }  // namespace fastlayers

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -47,6 +48,14 @@ struct GemmArgs {
   int64_t bias_stride = 1;
   bool relu = false;
   T* row_sums = nullptr;  // length M, or null
+
+  // Set by gemm() itself when it splits the reduction (split-K): block z of
+  // the launch reduces over k in [z k_slice, (z + 1) k_slice) and writes its
+  // raw sums to partial[z][M][N] (row sums to partial_row_sums[z][M]); a
+  // second kernel adds the slices up in order and applies the epilogue.
+  Acc* partial = nullptr;
+  Acc* partial_row_sums = nullptr;
+  int64_t k_slice = 0;
 };
 
 // The ReLU mask every kernel applies: where the forward's output is > 0.
@@ -57,15 +66,17 @@ __device__ __forceinline__ bool relu_mask_on(T v) {
 __device__ __forceinline__ bool relu_mask_on(double v) { return v > 0.0; }
 
 // Launches the product on the current stream of the current device (the
-// caller holds a device guard). Instantiated in cuda_gemm.cu for (float,
+// caller holds a device guard). `scratch` says where scratch space comes
+// from (the caching allocator, on the output's device: pass the output's
+// options); only split-K uses any. Instantiated in cuda_gemm.cu for (float,
 // float), (double, double), (Half, float) and (BFloat16, float).
 template <typename T, typename Acc>
-void gemm(const GemmArgs<T, Acc>& g);
+void gemm(const GemmArgs<T, Acc>& g, const at::TensorOptions& scratch);
 
-extern template void gemm<float, float>(const GemmArgs<float, float>&);
-extern template void gemm<double, double>(const GemmArgs<double, double>&);
-extern template void gemm<c10::Half, float>(const GemmArgs<c10::Half, float>&);
-extern template void gemm<c10::BFloat16, float>(const GemmArgs<c10::BFloat16, float>&);
+extern template void gemm<float, float>(const GemmArgs<float, float>&, const at::TensorOptions&);
+extern template void gemm<double, double>(const GemmArgs<double, double>&, const at::TensorOptions&);
+extern template void gemm<c10::Half, float>(const GemmArgs<c10::Half, float>&, const at::TensorOptions&);
+extern template void gemm<c10::BFloat16, float>(const GemmArgs<c10::BFloat16, float>&, const at::TensorOptions&);
 
 }  // namespace cuda
 }  // namespace fastlayers

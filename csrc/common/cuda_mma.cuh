@@ -6,6 +6,10 @@
 //       elements from shared memory; lanes 8i..8i+7 give the addresses of
 //       matrix i's rows (16-byte aligned), and lane l receives in r[i] the
 //       elements (l/4, 2(l%4)) and (l/4, 2(l%4)+1) of matrix i (low half first).
+//   ldmatrix_x4_trans(r, row): the same with each matrix transposed on the
+//       way: lane l receives in r[i] the elements (2(l%4), l/4) and
+//       (2(l%4)+1, l/4) of matrix i (the rows hold m or n, the columns k:
+//       an operand stored contiguous along m or n becomes mma's fragment).
 //   mma_m16n8k16<T>(d, a, b): d[16x8] += a[16x16] * b[16x8], T = half or
 //       bfloat16, float accumulators, in the PTX ISA's fragment layouts:
 //       a: r[l] holds row lane/4 + 8(l%2), columns 2(lane%4) + 8(l/2), +1;
@@ -39,6 +43,17 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
                : "r"(address));
 #else
   __trap();  // never launched below sm_80: the host dispatch checks the device
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#else
+  __trap();
 #endif
 }
 

@@ -45,6 +45,30 @@ inline std::atomic<int64_t>& cuda_gemm_policy() {
   return policy;
 }
 
+// CUDA kernels checked under the CPU emulator (tests/test_cuda_emulated.py)
+// but not yet measured on a GPU: off unless asked for, through
+// fastlayers::set_cuda_experimental_kernels (Python:
+// fastlayers.backends.cuda_experimental) or, at start-up, the environment
+// variable FASTLAYERS_CUDA_EXPERIMENTAL (comma-separated names, or "all").
+//   split_k: products whose output tiles leave SMs idle reduce over slices
+//       of k in separate blocks, then add the slices up in a fixed order;
+//   tensor_core_backward: half-precision products with a mask or with an
+//       operand contiguous along m or n (the backward's) on tensor cores,
+//       read in 16-byte vectors and fed to mma through ldmatrix(.trans).
+enum CudaExperimental : int64_t { kSplitK = 1, kTensorCoreBackward = 2, kAllCudaExperimental = 3 };
+constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward"};
+
+int64_t cuda_experimental_from_environment();  // registration.cpp
+
+inline std::atomic<int64_t>& cuda_experimental_kernels() {
+  static std::atomic<int64_t> flags{cuda_experimental_from_environment()};
+  return flags;
+}
+
+inline bool cuda_experimental(CudaExperimental kernel) {
+  return (cuda_experimental_kernels().load(std::memory_order_relaxed) & kernel) != 0;
+}
+
 inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
   // An empty reduction stays here: ATen's CUDA addmm then returns the bias
   // without applying the activation.

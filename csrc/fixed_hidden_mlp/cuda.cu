@@ -253,15 +253,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
       // h1 = x W.T + b
       g.a = strided<T>(x), g.b = strided_t<T>(weight), g.c = h.data_ptr<T>();
       g.bias = bias.const_data_ptr<T>(), g.bias_stride = bias.stride(0);
-      cuda::gemm(g);
+      cuda::gemm(g, opts);
       // h2 = relu(h1 C + 1)
       g.a = strided<T>(h), g.b = strided<T>(rand_weight), g.c = hidden.data_ptr<T>();
       g.bias = one.const_data_ptr<T>(), g.bias_stride = 0, g.relu = true;
-      cuda::gemm(g);
+      cuda::gemm(g, opts);
       // h3 = h2 W.T + b
       g.a = strided<T>(hidden), g.b = strided_t<T>(weight), g.c = h.data_ptr<T>();
       g.bias = bias.const_data_ptr<T>(), g.bias_stride = bias.stride(0), g.relu = false;
-      cuda::gemm(g);
+      cuda::gemm(g, opts);
     }
     const int64_t chunks = std::max<int64_t>(1, (n + kSumChunk - 1) / kSumChunk);
     at::Tensor partial = at::empty({2 * chunks}, opts.dtype(at::kDouble));
@@ -340,7 +340,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
       cuda::GemmArgs<T, Acc> g;
       g.a = a, g.mask = mask, g.b = b, g.c = c.data_ptr<T>(), g.ldc = f;
       g.M = rows, g.N = f, g.K = reduce, g.row_sums = row_sums;
-      cuda::gemm(g);
+      cuda::gemm(g, opts);
     };
     const cuda::StridedMatrix<T> none;
     // second use of the linear: h3 = h2 W.T + b

@@ -57,7 +57,7 @@ at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight, c
     g.M = x.size(0), g.N = weight.size(0), g.K = weight.size(1);
     if (has_bias) g.bias = bias->const_data_ptr<scalar_t>(), g.bias_stride = bias->stride(0);
     g.relu = true;
-    cuda::gemm(g);
+    cuda::gemm(g, out.options());
   });
   return out;
 }
@@ -85,7 +85,7 @@ at::Tensor linear_relu_backward_input_cuda(const at::Tensor& grad_output, const 
                                     g.c = grad_input.data_ptr<scalar_t>();
                                     g.ldc = grad_input.size(-1);
                                     g.M = g2.size(0), g.N = weight.size(1), g.K = weight.size(0);
-                                    cuda::gemm(g);
+                                    cuda::gemm(g, grad_input.options());
                                   });
   return grad_input;
 }
@@ -138,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cuda(const at::Te
           g.ldc = grad_weight.size(1);
           g.M = N, g.N = x.size(1), g.K = x.size(0);
           if (bias_grad) g.row_sums = grad_bias.data_ptr<scalar_t>();
-          cuda::gemm(g);
+          cuda::gemm(g, opts);
           bias_done = bias_grad;
         }
         if (bias_grad && !bias_done && N > 0) {

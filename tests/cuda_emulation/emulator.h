@@ -71,6 +71,9 @@ struct uint3 {
 struct alignas(16) float4 {
   float x, y, z, w;
 };
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
 struct emu_stream;
 using cudaStream_t = emu_stream*;
 
@@ -232,10 +235,10 @@ inline thread_local uint64_t block_serial = 0;  // which block of which launch i
 inline unsigned char* dynamic_shared() { return dynamic_shared_memory.data(); }
 
 // What the emulated kernels have done since the library was loaded, for
-// tests that check which path a launch took: launches, blocks run, and warp
-// mma instructions (one per warp).
+// tests that check which path a launch took: launches, blocks run, warp mma
+// instructions and transposing ldmatrix instructions (one per warp).
 struct Counters {
-  int64_t launches = 0, blocks = 0, mma = 0;
+  int64_t launches = 0, blocks = 0, mma = 0, ldmatrix_trans = 0;
 };
 inline Counters& counters() {
   static Counters c;

@@ -96,10 +96,10 @@ std::vector<int64_t> emulator_set_device(int64_t major, int64_t minor, int64_t s
   return previous;
 }
 
-// emu::counters() as [launches, blocks, mma].
+// emu::counters() as [launches, blocks, mma, ldmatrix_trans].
 std::vector<int64_t> emulator_counters() {
   const emu::Counters& c = emu::counters();
-  return {c.launches, c.blocks, c.mma};
+  return {c.launches, c.blocks, c.mma, c.ldmatrix_trans};
 }
 
 }  // namespace

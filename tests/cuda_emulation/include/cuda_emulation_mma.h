@@ -1,5 +1,5 @@
 // CUDA emulation (see ../emulator.h) of csrc/common/cuda_mma.cuh: ldmatrix
-// and mma.sync m16n8k16 as warp collectives, written from the PTX ISA's
+// (plain and .trans) and mma.sync m16n8k16 as warp collectives, written from the PTX ISA's
 // fragment layouts (the comment at the top of cuda_mma.cuh). Products are
 // exact and summed in double, then rounded to float: the hardware's own
 // summation order is unspecified, so results may differ in the last bits.
@@ -34,6 +34,27 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
     const void* src;  // row lane/4 of matrix i, given by lane 8i + lane/4
     std::memcpy(&src, lane0 + size_t(8 * i + lane / 4) * emu::Block::kSlotBytes, sizeof(src));
     std::memcpy(&r[i], static_cast<const unsigned char*>(src) + 4 * (lane % 4), 4);
+  }
+  emu::warp_barrier();
+}
+
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  if (reinterpret_cast<uintptr_t>(row) % 16 != 0)
+    throw std::runtime_error("CUDA emulation: ldmatrix row address not 16-byte aligned");
+  if (emu::lane_id() == 0) ++emu::counters().ldmatrix_trans;
+  const unsigned lane = emu::lane_id();
+  const unsigned char* lane0 = emu::publish(&row, sizeof(row));
+  auto row_of = [&](int matrix, int r) {  // row r of matrix i, given by lane 8i + r
+    const unsigned char* src;
+    std::memcpy(&src, lane0 + size_t(8 * matrix + r) * emu::Block::kSlotBytes, sizeof(src));
+    return src;
+  };
+  for (int i = 0; i < 4; ++i) {
+    // elements (2(lane%4), lane/4) low and (2(lane%4)+1, lane/4) high
+    uint16_t lo, hi;
+    std::memcpy(&lo, row_of(i, 2 * (lane % 4)) + 2 * (lane / 4), 2);
+    std::memcpy(&hi, row_of(i, 2 * (lane % 4) + 1) + 2 * (lane / 4), 2);
+    r[i] = uint32_t(lo) | (uint32_t(hi) << 16);
   }
   emu::warp_barrier();
 }
