@@ -510,7 +510,8 @@ bool async_copy_layout(const GemmArgs<T, Acc>& g) {
 // step. Same 128x128 tiles, warp layout and epilogue as the kernels above.
 constexpr int kTcKMajorLd = kTcBK + kTcPad;   // row length of a k-contiguous tile
 constexpr int kTcMnMajorLd = kTcBM + kTcPad;  // row length of an m/n-contiguous tile
-constexpr int kTcTileElems = std::max(kTcBM * kTcKMajorLd, kTcBK* kTcMnMajorLd);
+constexpr int kTcKMajorElems = kTcBM * kTcKMajorLd, kTcMnMajorElems = kTcBK * kTcMnMajorLd;
+constexpr int kTcTileElems = std::max(kTcKMajorElems, kTcMnMajorElems);  // shared space for either layout
 constexpr int kTcVectors = kTcBM * kTcBK / 8 / kTcThreads;  // 16-byte vectors per operand per thread per step
 
 // An operand as 16-byte vectors run along it: element (across, along) at
