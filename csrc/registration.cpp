@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <iterator>
 #include <sstream>
 #include <string>
 
@@ -90,7 +91,7 @@ int64_t cuda_experimental_from_environment() {
       continue;
     }
     int64_t bit = 0;
-    for (int64_t i = 0; i < 2; ++i)
+    for (size_t i = 0; i < std::size(kCudaExperimentalNames); ++i)
       if (name == kCudaExperimentalNames[i]) bit = int64_t(1) << i;
     TORCH_CHECK(bit != 0, "fastlayers: environment variable FASTLAYERS_CUDA_EXPERIMENTAL names an unknown kernel '",
                 name, "'; known: all, split_k, tensor_core_backward");

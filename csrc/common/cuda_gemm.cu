@@ -487,14 +487,28 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   }
 }
 
-// Whether the operands suit gemm_tensor_core_async_kernel: A(i, p) and
-// B(p, j) contiguous along p, rows starting on 16-byte boundaries, no mask.
+// How an operand can be read in 16-byte vectors: along k (KMajor), along m
+// or n (MnMajor), or not at all (no unit stride, or rows not 16-byte aligned).
+enum class VectorLayout { None, KMajor, MnMajor };
+
+// A matrix X(mn, k) with strides (mn_stride, k_stride) and extents (A: mn = m;
+// B: mn = n).
+template <typename T>
+VectorLayout vector_layout(const T* data, int64_t mn_stride, int64_t k_stride, int64_t mn_extent, int64_t k_extent) {
+  constexpr int64_t kPerVector = 16 / sizeof(T);
+  if (reinterpret_cast<uintptr_t>(data) % 16 != 0) return VectorLayout::None;
+  if (k_stride == 1 && (mn_extent == 1 || mn_stride % kPerVector == 0)) return VectorLayout::KMajor;
+  if (mn_stride == 1 && (k_extent == 1 || k_stride % kPerVector == 0)) return VectorLayout::MnMajor;
+  return VectorLayout::None;
+}
+
 template <typename T, typename Acc>
-bool async_copy_layout(const GemmArgs<T, Acc>& g) {
-  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  constexpr int64_t kPerChunk = 16 / sizeof(T);
-  return g.mask.data == nullptr && g.a.cs == 1 && g.b.rs == 1 && (g.M == 1 || g.a.rs % kPerChunk == 0) &&
-         (g.N == 1 || g.b.cs % kPerChunk == 0) && aligned(g.a.data) && aligned(g.b.data);
+VectorLayout a_vector_layout(const GemmArgs<T, Acc>& g) {
+  return vector_layout(g.a.data, g.a.rs, g.a.cs, g.M, g.K);
+}
+template <typename T, typename Acc>
+VectorLayout b_vector_layout(const GemmArgs<T, Acc>& g) {
+  return vector_layout(g.b.data, g.b.cs, g.b.rs, g.N, g.K);
 }
 
 // Tensor cores for operands the async kernel cannot take (behind the
@@ -699,20 +713,6 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   }
 }
 
-// How the staged kernel reads an operand: along k (k_major), along m or n,
-// or not at all (the layout has no unit stride, 16-byte aligned rows).
-enum class VectorLayout { None, KMajor, MnMajor };
-
-// A matrix X(mn, k) with strides (mn_stride, k_stride) and extents.
-template <typename T>
-VectorLayout vector_layout(const T* data, int64_t mn_stride, int64_t k_stride, int64_t mn_extent, int64_t k_extent) {
-  constexpr int64_t kPerVector = 16 / sizeof(T);
-  if (reinterpret_cast<uintptr_t>(data) % 16 != 0) return VectorLayout::None;
-  if (k_stride == 1 && (mn_extent == 1 || mn_stride % kPerVector == 0)) return VectorLayout::KMajor;
-  if (mn_stride == 1 && (k_extent == 1 || k_stride % kPerVector == 0)) return VectorLayout::MnMajor;
-  return VectorLayout::None;
-}
-
 // Split-K's second kernel: adds the slices of each output (and row sum) in
 // slice order, then applies the epilogue; `g` is the caller's product.
 template <typename T, typename Acc>
@@ -795,25 +795,24 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
   VectorLayout a_layout = VectorLayout::None, b_layout = VectorLayout::None;
   if constexpr (kHalfType<T>) {
     if (tensor_cores_usable<T>()) {
-      kernel = TiledKernel::TensorCore;
-      if (async_copy_layout(product)) {
-        kernel = TiledKernel::TensorCoreAsync;
-      } else if (cuda_experimental(kTensorCoreBackward)) {
-        const GemmArgs<T, Acc>& g = product;
-        a_layout = vector_layout(g.a.data, g.a.rs, g.a.cs, g.M, g.K);
-        b_layout = vector_layout(g.b.data, g.b.cs, g.b.rs, g.N, g.K);
-        const bool mask_matches =
-            g.mask.data == nullptr || (g.mask.rs == g.a.rs && g.mask.cs == g.a.cs &&
-                                       vector_layout(g.mask.data, g.mask.rs, g.mask.cs, g.M, g.K) == a_layout);
-        if (a_layout != VectorLayout::None && b_layout != VectorLayout::None && mask_matches)
-          kernel = TiledKernel::TensorCoreStaged;
+      a_layout = a_vector_layout(product), b_layout = b_vector_layout(product);
+      const GemmArgs<T, Acc>& g = product;
+      const bool mask_matches =  // the staged kernel reads the mask with A's strides
+          g.mask.data == nullptr || (g.mask.rs == g.a.rs && g.mask.cs == g.a.cs &&
+                                     vector_layout(g.mask.data, g.mask.rs, g.mask.cs, g.M, g.K) == a_layout);
+      if (g.mask.data == nullptr && a_layout == VectorLayout::KMajor && b_layout == VectorLayout::KMajor) {
+        kernel = TiledKernel::TensorCoreAsync;  // the forward's x and W: cp.async copies
+      } else if (cuda_experimental(kTensorCoreBackward) && a_layout != VectorLayout::None &&
+                 b_layout != VectorLayout::None && mask_matches) {
+        kernel = TiledKernel::TensorCoreStaged;
+      } else {
+        kernel = TiledKernel::TensorCore;
       }
     }
   } else if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
     // Enough 128x128 tiles for every SM; with fewer, 64x64 tiles keep more SMs busy.
     if (tiles_of(kLBM, kLBN) >= sms) kernel = TiledKernel::FloatLarge;
   }
-  const bool tensor_cores = kernel != TiledKernel::Portable && kernel != TiledKernel::FloatLarge;
   const int64_t bm = kernel == TiledKernel::Portable ? kBM : kernel == TiledKernel::FloatLarge ? kLBM : kTcBM;
   const int64_t bn = kernel == TiledKernel::Portable ? kBN : kernel == TiledKernel::FloatLarge ? kLBN : kTcBN;
 
@@ -834,34 +833,32 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
   int64_t col_tiles = 0;
   dim3 grid = tile_grid(g.M, g.N, bm, bn, &col_tiles);
   grid.z = static_cast<unsigned>(slices);
-  if constexpr (kHalfType<T>) {
-    if (tensor_cores) {
-      const GemmArgs<T, float>& h = g;
-      const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
-      switch (kernel) {
-        case TiledKernel::TensorCoreAsync:
-          gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
-          break;
-        case TiledKernel::TensorCoreStaged:
-          if (a_k && b_k) {
-            gemm_tensor_core_staged_kernel<T, true, true><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
-          } else if (a_k) {
-            gemm_tensor_core_staged_kernel<T, true, false><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
-          } else if (b_k) {
-            gemm_tensor_core_staged_kernel<T, false, true><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
-          } else {
-            gemm_tensor_core_staged_kernel<T, false, false><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
-          }
-          break;
-        default:
-          gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(h, col_tiles);
+  switch (kernel) {
+    case TiledKernel::Portable:
+      gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
+      break;
+    case TiledKernel::FloatLarge:
+      if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>)
+        gemm_float_large_kernel<T><<<grid, kLThreads, 0, stream>>>(g, col_tiles);
+      break;
+    default:
+      if constexpr (kHalfType<T>) {
+        const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
+        if (kernel == TiledKernel::TensorCoreAsync) {
+          gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+        } else if (kernel == TiledKernel::TensorCore) {
+          gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+        } else if (a_k && b_k) {
+          gemm_tensor_core_staged_kernel<T, true, true><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+        } else if (a_k) {
+          gemm_tensor_core_staged_kernel<T, true, false><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+        } else if (b_k) {
+          gemm_tensor_core_staged_kernel<T, false, true><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+        } else {
+          gemm_tensor_core_staged_kernel<T, false, false><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
+        }
       }
-    }
   }
-  if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
-    if (kernel == TiledKernel::FloatLarge) gemm_float_large_kernel<T><<<grid, kLThreads, 0, stream>>>(g, col_tiles);
-  }
-  if (kernel == TiledKernel::Portable) gemm_tiled_kernel<T, Acc><<<grid, kThreads, 0, stream>>>(g, col_tiles);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   if (slices > 1) {
