@@ -74,13 +74,17 @@ def write_build_info(with_cuda):
         f.write("# Written by setup.py: what fastlayers._C was built against.\n")
         f.write(f"TORCH_VERSION = {torch.__version__!r}\n")
         f.write(f"WITH_CUDA = {with_cuda!r}\n")
+        # the GPU targets (9.0a: sm_90a code, which the wgmma kernel needs)
+        f.write(f"CUDA_ARCH_LIST = {os.environ.get('TORCH_CUDA_ARCH_LIST', '') if with_cuda else ''!r}\n")
 
 
 def extension():
     debug = os.environ.get("DEBUG") == "1"
     with_cuda = want_cuda()
     if with_cuda:
-        # +PTX: newer GPUs (sm_100, ...) JIT-compile the sm_90 code.
+        # +PTX: newer GPUs (sm_100, ...) JIT-compile the sm_90 code. 9.0a
+        # instead of 9.0 builds sm_90a code for Hopper, with the wgmma kernel
+        # (experimental: see csrc/common/gemm_policy.h).
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     # Every op's C++ (schema.cpp, cpu.cpp, autograd.cpp, autocast.cpp) and CUDA (cuda.cu)
     # files, and the shared ones in csrc/common (the CUDA GEMM: cuda_gemm.cu).

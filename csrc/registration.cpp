@@ -33,7 +33,8 @@ int64_t set_cuda_gemm_policy(int64_t policy) {
 int64_t set_cuda_experimental_kernels(int64_t flags) {
   TORCH_CHECK(flags >= 0 && flags <= fastlayers::kAllCudaExperimental,
               "fastlayers::set_cuda_experimental_kernels: argument 'flags' must be a bit set within ",
-              fastlayers::kAllCudaExperimental, " (1 split_k, 2 tensor_core_backward), got ", flags);
+              fastlayers::kAllCudaExperimental,
+              " (1 split_k, 2 tensor_core_backward, 4 float_warp_tiled, 8 wgmma), got ", flags);
   return fastlayers::cuda_experimental_kernels().exchange(flags);
 }
 
@@ -94,7 +95,7 @@ int64_t cuda_experimental_from_environment() {
     for (size_t i = 0; i < std::size(kCudaExperimentalNames); ++i)
       if (name == kCudaExperimentalNames[i]) bit = int64_t(1) << i;
     TORCH_CHECK(bit != 0, "fastlayers: environment variable FASTLAYERS_CUDA_EXPERIMENTAL names an unknown kernel '",
-                name, "'; known: all, split_k, tensor_core_backward");
+                name, "'; known: all, split_k, tensor_core_backward, float_warp_tiled, wgmma");
     flags |= bit;
   }
   return flags;

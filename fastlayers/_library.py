@@ -25,3 +25,4 @@ except ImportError as e:
     raise ImportError(f"fastlayers: the compiled extension fastlayers._C failed to load ({e}). " + _BUILD_HINT) from e
 
 WITH_CUDA = _build_info.WITH_CUDA
+CUDA_ARCH_LIST = getattr(_build_info, "CUDA_ARCH_LIST", "")  # TORCH_CUDA_ARCH_LIST at build time

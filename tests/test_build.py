@@ -32,10 +32,11 @@ def test_cuda_kernels_were_compiled():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastlayers::{op}", "CUDA"), op
 
 
-def ptxas_report(source, arch="90"):
+def ptxas_report(source, arch="90", output=os.devnull):
     """{kernel: (registers, spilled bytes)} from compiling `source` for sm_<arch>
-    with ptxas's resource report (template arguments kept, c10::Half cases
-    left out: they build as the bfloat16 ones)."""
+    (into `output`) with ptxas's resource report (template arguments kept,
+    c10::Half cases left out: they build as the bfloat16 ones); ptxas's
+    warnings under the key "warnings"."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     torch_dir = os.path.dirname(torch.__file__)
     site = os.path.dirname(torch_dir)
@@ -46,7 +47,7 @@ def ptxas_report(source, arch="90"):
     includes += sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
     includes.append(sysconfig.get_paths()["include"])
     command = [shutil.which("nvcc"), "-std=c++20", "-O3", "--expt-relaxed-constexpr", "-Xptxas", "-v"]
-    command += [f"-gencode=arch=compute_{arch},code=sm_{arch}", "-c", os.path.join(root, source), "-o", os.devnull]
+    command += [f"-gencode=arch=compute_{arch},code=sm_{arch}", "-c", os.path.join(root, source), "-o", str(output)]
     result = subprocess.run(command + [f"-I{d}" for d in includes], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report, name, spilled = {}, None, 0
@@ -58,7 +59,20 @@ def ptxas_report(source, arch="90"):
             spilled = int(m.group(1))
         elif (m := re.search(r"Used (\d+) registers", line)) and name and "Half" not in name:
             report[name] = (int(m.group(1)), spilled)
+    report["warnings"] = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
     return report
+
+
+def cuobjdump():
+    """cuobjdump from the CUDA toolkit, or the copy triton ships; None if neither."""
+    path = shutil.which("cuobjdump")
+    if path is None:
+        try:
+            import triton
+        except ImportError:
+            return None
+        path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return path if os.path.exists(path) else None
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("c++filt") is None, reason="no CUDA compiler")
@@ -74,6 +88,10 @@ def test_cuda_gemm_kernels_fit_two_blocks_per_sm_and_the_simt_ones_do_not_spill(
         "gemm_tiled_kernel<float, float>": 0,
         "gemm_tiled_kernel<double, double>": 0,
         "gemm_float_large_kernel<float>": 0,
+        "gemm_float_warp_tiled_kernel<true, true>": 0,
+        "gemm_float_warp_tiled_kernel<true, false>": 0,
+        "gemm_float_warp_tiled_kernel<false, true>": 0,
+        "gemm_float_warp_tiled_kernel<false, false>": 0,
         "gemm_small_m_kernel<float, float>": 0,
         "split_k_sum_kernel<float, float>": 0,
         "gemm_tensor_core_kernel<c10::BFloat16>": 0,
@@ -84,9 +102,29 @@ def test_cuda_gemm_kernels_fit_two_blocks_per_sm_and_the_simt_ones_do_not_spill(
         "gemm_tensor_core_staged_kernel<c10::BFloat16, false, false>": 128,
     }
     assert set(kernels) <= set(report), sorted(report)
+    assert report["warnings"] == []
     for name, spill_bound in kernels.items():
         registers, spilled = report[name]
         assert registers <= 128 and spilled <= spill_bound, (name, registers, spilled)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("c++filt") is None, reason="no CUDA compiler")
+def test_the_wgmma_kernel_builds_for_sm90a_into_hgmma_without_spills_or_serialisation(tmp_path):
+    """Compiled for sm_90a (no GPU needed): the wgmma kernel fits its launch
+    bound of one 256-thread block per SM without spilling, ptxas warns of
+    nothing (it warns when it has to serialise wgmma instructions), and the
+    machine code issues HGMMA, four per 64-deep stage."""
+    output = tmp_path / "cuda_gemm_sm90a.o"
+    report = ptxas_report(os.path.join("csrc", "common", "cuda_gemm.cu"), arch="90a", output=output)
+    assert report["warnings"] == []
+    registers, spilled = report["gemm_wgmma_kernel<c10::BFloat16>"]
+    assert registers <= 255 and spilled == 0, (registers, spilled)
+    tool = cuobjdump()
+    if tool is None:
+        pytest.skip("no cuobjdump to read the machine code with")
+    sass = subprocess.run([tool, "-sass", str(output)], capture_output=True, text=True, check=True).stdout
+    for kind in ("HGMMA.64x128x16.F32.BF16", "HGMMA.64x128x16.F32 "):  # bfloat16, float16
+        assert sass.count(kind) == 4, (kind, sass.count(kind))
 
 
 def test_every_op_has_cpu_autograd_and_fake_kernels():

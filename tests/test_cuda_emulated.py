@@ -86,8 +86,8 @@ def gpu(request, cuda_ops):
 
 
 def counters(cuda_ops):
-    launches, blocks, mma, ldmatrix_trans = cuda_ops.emulator_counters()
-    return {"launches": launches, "blocks": blocks, "mma": mma, "ldmatrix_trans": ldmatrix_trans}
+    launches, blocks, mma, ldmatrix_trans, wgmma = cuda_ops.emulator_counters()
+    return {"launches": launches, "blocks": blocks, "mma": mma, "ldmatrix_trans": ldmatrix_trans, "wgmma": wgmma}
 
 
 @pytest.fixture(autouse=True)
@@ -108,12 +108,15 @@ def _nan_filled_empty():
         ("block_too_large", "invalid launch .* too many threads per block"),
         ("grid_too_large", "invalid launch .* grid too large"),
         ("too_much_dynamic_shared_memory", "invalid launch .* above 48 KB"),
+        ("shared_above_opt_in", "invalid launch .* above the kernel's opt-in"),
+        ("wgmma_without_fence", "wgmma without a wgmma.fence"),
     ],
 )
 def test_emulator_rejects_what_the_hardware_leaves_undefined_or_refuses(cuda_ops, case, error):
     assert cuda_ops.emulator_self_test("block_sum") == sum(range(64))  # rule-abiding kernels still run
     assert cuda_ops.emulator_self_test("warp_sum") == sum(range(32))
     assert cuda_ops.emulator_self_test("shared_read_before_write") == -1  # shared memory starts as garbage
+    assert cuda_ops.emulator_self_test("shared_within_opt_in") == 31  # above 48 KB after cudaFuncSetAttribute
     with pytest.raises(RuntimeError, match=error):
         cuda_ops.emulator_self_test(case)
 
@@ -236,7 +239,7 @@ def test_linear_relu_large_float_tiles(cuda_ops, gpu):
 
 
 # ------------------------------------------- experimental kernels (off by default)
-SPLIT_K, TENSOR_CORE_BACKWARD = 1, 2  # fastlayers.backends.CUDA_EXPERIMENTAL's bits
+SPLIT_K, TENSOR_CORE_BACKWARD, FLOAT_WARP_TILED, WGMMA = 1, 2, 4, 8  # backends.CUDA_EXPERIMENTAL's bits
 
 
 @pytest.fixture
@@ -393,6 +396,156 @@ def test_tensor_core_backward_takes_the_transposing_loads_only_where_needed(cuda
         assert counters(cuda_ops)["ldmatrix_trans"] == before
         masked = g.double() * (o.double() > 0)
         assert rel_error(got, masked @ w.double()) <= 2e-2
+
+
+@pytest.fixture
+def one_sm(cuda_ops):
+    """An sm_90 with a single SM: every product fills it with 128x128 tiles,
+    so small products reach the large-tile float32 kernels."""
+    previous = cuda_ops.emulator_set_device(9, 0, 1)
+    yield
+    cuda_ops.emulator_set_device(*previous)
+
+
+def launched(cuda_ops, kernel=None):
+    """The template arguments of each launch of `kernel` since the last call
+    (no kernel: every launch, by name)."""
+    names = cuda_ops.emulator_launched_kernels()
+    if kernel is None:
+        return names
+    return [n[len(kernel) :] for n in names if n.startswith(kernel + "<") or n == kernel]
+
+
+# (rows, in_features, out_features) across the warp-tiled kernel's edges:
+# 128x128 tiles, 16-deep steps, 4-float vectors (odd sizes end in partial
+# vectors), several row and column tiles; out_features a multiple of 4 so
+# that the contiguous output gradient and mask are read in vectors.
+WARP_TILED_SHAPES = [(67, 37, 72), (130, 16, 136), (9, 13, 4), (257, 50, 260)]
+
+
+@pytest.mark.parametrize("m,k,n", WARP_TILED_SHAPES)
+def test_float_warp_tiled_kernel_in_all_four_operand_layouts(cuda_ops, experimental, one_sm, m, k, n):
+    """The experimental warp-tiled float32 kernel on each product of the
+    forward and backward, in the four operand layouts (row-major x and
+    weight: forward k/k, grad_input k/n with the mask, grad_weight m/n with
+    the row sums; a column-major x or weight the rest), against float64, and
+    bitwise the same as the kernel it replaces: each output is the same sum
+    in the same order, only the loads and the thread layout differ."""
+    w = aligned(n, k, torch.float32, seed=1, scale=k**-0.5, pad=4)
+    b = randn(n, seed=2)
+    grad = randn(m, n, seed=3)
+    layouts = {
+        "row-major x and weight": (
+            aligned(m, k, torch.float32),
+            w,
+            ["<true, true>", "<true, false>", "<false, false>"],
+        ),
+        "column-major x": (aligned(k, m, torch.float32).t(), w, ["<false, true>", "<true, false>", "<false, true>"]),
+        "column-major weight": (
+            aligned(m, k, torch.float32),
+            aligned(k, n, torch.float32, seed=1, scale=k**-0.5).t(),
+            ["<true, false>", "<true, true>", "<false, false>"],
+        ),
+    }
+    for what, (x, wi, kernels) in layouts.items():
+        experimental(FLOAT_WARP_TILED)
+        launched(cuda_ops)
+        got, exact, eager = linear_relu_products(cuda_ops, x, wi, b, grad)
+        assert launched(cuda_ops, "gemm_float_warp_tiled_kernel") == kernels, what
+        check_products(got, exact, eager, torch.float32, what)
+        experimental(0)
+        before, _, _ = linear_relu_products(cuda_ops, x, wi, b, grad)
+        assert launched(cuda_ops, "gemm_float_large_kernel") == ["<T>"] * 3, what
+        for name, a, c in zip(("forward", "grad_input", "grad_weight", "grad_bias"), got, before):
+            assert torch.equal(a, c), (what, name)
+
+
+def test_float_warp_tiled_kernel_falls_back_where_vectors_do_not_fit(cuda_ops, experimental, one_sm):
+    """A misaligned operand, a mask laid out unlike the gradient, rows of a
+    length that is no multiple of 4, or no unit stride leave the product to
+    the elementwise float32 kernel; a C whose rows are not 16-byte aligned
+    is still written (one element at a time)."""
+    experimental(FLOAT_WARP_TILED)
+    m, k, n = 40, 24, 64
+    grad, out = aligned(m, n, torch.float32, seed=3), aligned(m, n, torch.float32, seed=4)
+    w = aligned(n, k, torch.float32, seed=1)
+    misaligned = randn(m * n + 1, seed=3)[1:].view(m, n)
+    out_t = aligned(n, m, torch.float32, seed=4).t()
+    odd = randn(m, n - 2, seed=3), randn(m, n - 2, seed=4), aligned(n - 2, k, torch.float32, seed=1)
+    strided = randn(m, 2 * n, seed=3)[:, ::2], out, w
+    launched(cuda_ops)
+    for g, o, wi in ((misaligned, out, w), (grad, out_t, w), odd, strided):
+        got = cuda_ops.linear_relu_backward_input(g, o, wi)
+        assert launched(cuda_ops, "gemm_float_large_kernel") == ["<T>"]
+        masked = g.double() * (o.double() > 0)
+        assert rel_error(got, masked @ wi.double()) <= FIXED_TOLERANCE[torch.float32]
+    # C's rows 3 floats long: vector operands, scalar stores
+    x, w3, b3 = aligned(m, k, torch.float32), aligned(3, k, torch.float32, seed=1), randn(3, seed=2)
+    got = cuda_ops.linear_relu(x, w3, b3)
+    assert launched(cuda_ops, "gemm_float_warp_tiled_kernel") == ["<true, true>"]
+    assert rel_error(got, ref.linear_relu(x.double(), w3.double(), b3.double())) <= FIXED_TOLERANCE[torch.float32]
+
+
+# (rows, in_features, out_features) for the wgmma kernel: 128x128 tiles,
+# 64-deep stages of 8-element chunks (odd depths end in partial chunks,
+# read from padded views), more stages than the ring holds (448: 7 tiles
+# through 5 stages), several row and column tiles.
+WGMMA_SHAPES = [(130, 200, 136), (9, 13, 24), (200, 448, 260), (64, 64, 128)]
+
+
+@pytest.mark.parametrize("m,k,n", WGMMA_SHAPES)
+@pytest.mark.parametrize("dtype", LOW)
+def test_wgmma_forward_matches_float64(cuda_ops, experimental, m, k, n, dtype):
+    """The experimental wgmma kernel (sm_90a, emulated: the descriptors'
+    bits decoded, the 128-byte swizzle applied to the addresses, products
+    completed only at wgmma_wait) on the forward: within the half-precision
+    rule, one wgmma per warpgroup per 16-deep slice of each 64-deep stage,
+    and the backward's products (a mask, or m/n-contiguous operands) still on
+    the other kernels."""
+    experimental(WGMMA)
+    x = aligned(m, k, dtype)
+    w = aligned(n, k, dtype, seed=1, scale=k**-0.5)
+    b = randn(n, dtype=dtype, seed=2)
+    launched(cuda_ops)
+    before = counters(cuda_ops)["wgmma"]
+    for bias in (b, None):
+        out = cuda_ops.linear_relu(x, w, bias)
+        exact = ref.linear_relu(x.double(), w.double(), None if bias is None else bias.double())
+        assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, bias), exact)
+    assert launched(cuda_ops, "gemm_wgmma_kernel") == ["<T>", "<T>"]
+    tiles = -(-m // 128) * -(-n // 128)
+    assert counters(cuda_ops)["wgmma"] - before == 2 * tiles * 2 * -(-k // 64) * 4
+    grad = randn(m, n, dtype=dtype, seed=3)
+    cuda_ops.linear_relu_backward_input(grad, out, w)
+    cuda_ops.linear_relu_backward_params(grad, out, x, True)
+    assert launched(cuda_ops, "gemm_wgmma_kernel") == []
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_wgmma_forward_splits_and_falls_back(cuda_ops, experimental, dtype):
+    """With split-K on, a deep forward with one output tile runs its slices
+    on the wgmma kernel (then the in-order sum); without sm_90 (an sm_75
+    profile here), or for a misaligned operand, the forward stays on the
+    mma.sync kernels or the portable one."""
+    x, w, b = aligned(64, 512, dtype), aligned(64, 512, dtype, seed=1, scale=512**-0.5), randn(64, dtype=dtype, seed=2)
+    exact = ref.linear_relu(x.double(), w.double(), b.double())
+    experimental(WGMMA | SPLIT_K)
+    launched(cuda_ops)
+    out = cuda_ops.linear_relu(x, w, b)
+    assert launched(cuda_ops) == ["gemm_wgmma_kernel<T>", "split_k_sum_kernel<T, Acc>"]
+    assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, b), exact)
+    experimental(WGMMA)
+    previous = cuda_ops.emulator_set_device(8, 0, 108)
+    try:
+        cuda_ops.linear_relu(x, w, b)
+    finally:
+        cuda_ops.emulator_set_device(*previous)
+    assert launched(cuda_ops, "gemm_wgmma_kernel") == []
+    misaligned = randn(64 * 512 + 1, dtype=dtype)[1:].view(64, 512)
+    out = cuda_ops.linear_relu(misaligned, w, b)
+    assert launched(cuda_ops, "gemm_wgmma_kernel") == []
+    exact = ref.linear_relu(misaligned.double(), w.double(), b.double())
+    assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(misaligned, w, b), exact)
 
 
 def linear_relu_grads(x, w, b, grad):

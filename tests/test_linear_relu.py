@@ -262,34 +262,46 @@ def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environmen
     with backends.cuda_experimental("split_k"):
         assert OPS.set_cuda_experimental_kernels(1) == 1
         with backends.cuda_experimental("all"):
-            assert OPS.set_cuda_experimental_kernels(3) == 3
+            assert OPS.set_cuda_experimental_kernels(15) == 15
         with backends.cuda_experimental():
             assert OPS.set_cuda_experimental_kernels(0) == 0
         assert OPS.set_cuda_experimental_kernels(1) == 1
     assert OPS.set_cuda_experimental_kernels(0) == 0
     with pytest.raises(ValueError, match="kernels must be 'all' or among"):
-        with backends.cuda_experimental("wgmma"):
+        with backends.cuda_experimental("tcgen05"):
             pass
-    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 3"):
-        OPS.set_cuda_experimental_kernels(4)
+    with backends.cuda_experimental("float_warp_tiled", "split_k"):
+        assert OPS.set_cuda_experimental_kernels(5) == 5
+    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 15"):
+        OPS.set_cuda_experimental_kernels(16)
     script = "import torch, fastlayers; print(torch.ops.fastlayers.set_cuda_experimental_kernels(0))"
-    for value, expected in (("tensor_core_backward", "2"), ("split_k,tensor_core_backward", "3"), ("all", "3")):
+    for value, expected in (
+        ("tensor_core_backward", "2"),
+        ("split_k,float_warp_tiled", "5"),
+        ("wgmma", "8"),
+        ("all", "15"),
+    ):
         env = dict(os.environ, FASTLAYERS_CUDA_EXPERIMENTAL=value)
         result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
         assert result.stdout.strip() == expected, (value, result.stdout)
-    env = dict(os.environ, FASTLAYERS_CUDA_EXPERIMENTAL="split_k,wgmma")
+    env = dict(os.environ, FASTLAYERS_CUDA_EXPERIMENTAL="split_k,tcgen05")
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
-    assert result.returncode != 0 and "FASTLAYERS_CUDA_EXPERIMENTAL names an unknown kernel 'wgmma'" in result.stderr
+    assert result.returncode != 0 and "FASTLAYERS_CUDA_EXPERIMENTAL names an unknown kernel 'tcgen05'" in result.stderr
 
 
 @cuda_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(64, 512, 512), (67, 300, 72), (300, 136, 200), (4096, 256, 256)])
+@pytest.mark.parametrize(
+    "shape", [(64, 512, 512), (67, 300, 72), (300, 136, 200), (4096, 256, 256), (1536, 1536, 1536), (1540, 1500, 1532)]
+)
 def test_cuda_experimental_kernels_match_the_reference(dtype, shape):
-    """Split-K and the tensor-core backward (off by default until measured)
-    on the GPU: few output tiles with deep reductions, odd sizes, and a batch
-    deep enough to split the weight gradient; forward and backward against
-    float64, and bitwise repeatable."""
+    """Split-K, the tensor-core backward, the warp-tiled float32 kernel and
+    (where built for sm_90a) the wgmma forward, off by default until
+    measured, on the GPU: few output tiles with deep
+    reductions, odd sizes, a batch deep enough to split the weight gradient,
+    and products with enough 128x128 tiles for every SM (the last with edges
+    in every tile dimension); forward and backward against float64, and
+    bitwise repeatable."""
     rows, k, n = shape
     x, w, b = make((rows, k), n, dtype, "cuda", requires_grad=True)
     grad = torch.randn(rows, n, device="cuda", dtype=dtype)
@@ -309,6 +321,27 @@ def test_cuda_experimental_kernels_match_the_reference(dtype, shape):
     eager = (masked @ w, masked.t() @ x, masked.sum(0))
     for got, want, low in zip((gx, gw, gb), (x64.grad, w64.grad, b64.grad), eager):
         assert rel_error(got, want) <= tolerance(dtype, rel_error(low, want))
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_wgmma_kernel_runs_where_built_for_sm90a(dtype):
+    """Built with 9.0a in TORCH_CUDA_ARCH_LIST and run on compute capability
+    9.0, the wgmma switch puts the half-precision forward on the wgmma
+    kernel (the profiler names the kernels that ran), within the rule."""
+    from fastlayers import _library
+
+    if torch.cuda.get_device_capability() != (9, 0) or "9.0a" not in _library.CUDA_ARCH_LIST.split(";"):
+        pytest.skip(f"needs an sm_90a build (this one: {_library.CUDA_ARCH_LIST!r}) on compute capability 9.0")
+    x, w, b = make((1000, 520), 1030, dtype, "cuda")
+    with backends.cuda_gemm("fastlayers"), backends.cuda_experimental("wgmma"), torch.no_grad():
+        FL.linear_relu(x, w, b)  # the one-time probe
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            out = FL.linear_relu(x, w, b)
+            torch.cuda.synchronize()
+    assert any("gemm_wgmma_kernel" in e.name for e in prof.events()), sorted({e.name for e in prof.events()})
+    expected = ref.linear_relu(x.double(), w.double(), b.double())
+    assert rel_error(out, expected) <= low_precision_bound(x, w, b, expected)
 
 
 @cuda_only

@@ -7,14 +7,18 @@
 // SIMT tiling for the rest (64x64 tiles, 4x4 outputs per thread), and a
 // warp-per-output-column kernel for a handful of rows, where reading the
 // weight once dominates. Behind the experimental switch (gemm_policy.h, not
-// yet measured on a GPU): split-K over the tiled kernels, and a tensor-core
-// kernel for masked or m/n-contiguous operands (the backward's products).
+// yet measured on a GPU): split-K over the tiled kernels, a tensor-core
+// kernel for masked or m/n-contiguous operands (the backward's products),
+// a warp-tiled float32 kernel reading 16-byte vectors, and for the
+// half-precision forward on sm_90a, Hopper's warpgroup MMA (wgmma).
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -487,18 +491,149 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   }
 }
 
+// Hopper's warpgroup MMA for the forward's layout (behind the wgmma switch;
+// sm_90a code only, not yet run on a GPU): x and W both k-contiguous, no
+// mask, no row sums. 128x128 output tiles, two warpgroups of 64 rows each,
+// one wgmma m64n128k16 per warpgroup and 16-deep slice. Operands reach
+// shared memory by cp.async in 64-deep stages laid out with the 128-byte
+// swizzle wgmma reads (a row of a stage is 128 bytes of k; chunk c of row r
+// lands at chunk c ^ r % 8), kWgStages deep: while a stage's products run,
+// the copies of the stages kWgStages - 2 ahead are in flight, and one
+// stage's products stay in flight while the next are issued (wgmma_wait<1>).
+// Still to come (the issue's design): TMA loads completing on mbarriers, a
+// producer warp, a persistent tile schedule.
+constexpr int kWgBM = 128, kWgBN = 128, kWgBK = 64, kWgStages = 5, kWgThreads = 256;
+constexpr int kWgRowBytes = 128;                                     // kWgBK half-precision elements
+constexpr int kWgTileBytes = kWgBM * kWgRowBytes;                    // one operand's stage: 16 KB
+constexpr int kWgChunks = kWgBM * (kWgRowBytes / 16) / kWgThreads;   // 16-byte copies per operand per thread
+constexpr int kWgSharedBytes = 2 * kWgStages * kWgTileBytes + 1024;  // + room to align to 1024 bytes
+static_assert(kWgBM == kWgBN && kWgBM == 2 * 64 && kWgStages >= 3, "two m64 warpgroups; a stage between load and use");
+static_assert(kWgBK * 2 == kWgRowBytes, "a stage's row is the 128-byte swizzle's width of half-precision k");
+static_assert(kWgChunks * kWgThreads * 16 == kWgTileBytes, "every thread copies whole 16-byte chunks");
+
+template <typename T>
+__global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArgs<T, float> args, int64_t col_tiles) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(FASTLAYERS_CUDA_EMULATION)
+  const GemmArgs<T, float> g = this_slice(args);
+  extern __shared__ unsigned char wgmma_shared[];
+  // 1024-byte aligned: the swizzle pattern repeats every 8 rows of 128 bytes.
+  unsigned char* const stages = wgmma_shared + ((1024 - shared_address(wgmma_shared) % 1024) % 1024);
+  auto a_stage = [&](int s) { return stages + s * kWgTileBytes; };
+  auto b_stage = [&](int s) { return stages + (kWgStages + s) * kWgTileBytes; };
+  const int tid = threadIdx.x, warpgroup = tid / 128, t = tid % 128;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kWgBM;
+  const int64_t k_tiles = (g.K + kWgBK - 1) / kWgBK;
+
+  for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
+    const int64_t j0 = tile * kWgBN;
+    // Copies of k tile `kt` (none past the end: the group stays, empty, so
+    // that every thread counts the same groups), then the group's commit.
+    auto issue = [&](int64_t kt) {
+      if (kt < k_tiles) {
+        const int s = static_cast<int>(kt % kWgStages);
+#pragma unroll
+        for (int l = 0; l < kWgChunks; ++l) {
+          const int c = tid + l * kWgThreads, r = c / 8, chunk = c % 8;
+          const int64_t p = kt * kWgBK + chunk * 8;
+          const int k_bytes = static_cast<int>(std::min<int64_t>(std::max<int64_t>(g.K - p, 0), 8)) * sizeof(T);
+          const int64_t i = i0 + r, j = j0 + r;
+          const bool a_in = i < g.M && k_bytes > 0, b_in = j < g.N && k_bytes > 0;
+          const int offset = r * kWgRowBytes + ((chunk ^ (r % 8)) * 16);
+          cp_async_16(a_stage(s) + offset, a_in ? g.a.data + i * g.a.rs + p : g.a.data, a_in ? k_bytes : 0);
+          cp_async_16(b_stage(s) + offset, b_in ? g.b.data + j * g.b.cs + p : g.b.data, b_in ? k_bytes : 0);
+        }
+      }
+      cp_async_commit();
+    };
+    float acc[64];
+#pragma unroll
+    for (int e = 0; e < 64; ++e) acc[e] = 0.f;
+
+    for (int kt = 0; kt < kWgStages - 2; ++kt) issue(kt);
+    for (int64_t kt = 0; kt < k_tiles; ++kt) {
+      cp_async_wait<kWgStages - 3>();  // this thread's copies of tile kt have landed
+      fence_proxy_async_shared();      // ... visible to wgmma's reads
+      __syncthreads();                 // ... everyone's; and every warpgroup is done with tile kt - 2
+      issue(kt + kWgStages - 2);       // into tile kt - 2's stage
+      const int s = static_cast<int>(kt % kWgStages);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kWgBK / 16; ++ks) {
+        const uint64_t a = wgmma_descriptor_128b(a_stage(s) + warpgroup * 64 * kWgRowBytes + ks * 32);
+        const uint64_t b = wgmma_descriptor_128b(b_stage(s) + ks * 32);
+        wgmma_m64nNk16<T, kWgBN>(acc, a, b, true);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();  // tile kt - 1's products are done: its stage may be refilled after the next barrier
+    }
+    wgmma_wait<0>();
+    cp_async_wait<0>();  // the empty groups past the end
+    __syncthreads();     // the next column tile's copies reuse the stages
+
+    const int64_t row = i0 + warpgroup * 64 + 16 * (t / 32) + (t % 32) / 4;
+#pragma unroll
+    for (int e = 0; e < 64; ++e) store_c(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4) + e % 2, acc[e]);
+  }
+#else
+  __trap();  // never launched: the host dispatch runs it only where the sm_90a code is loaded (wgmma_usable)
+#endif
+}
+
+// Whether the wgmma kernel's sm_90a code is what this device runs: a
+// compute capability 9.0 device, and a one-time probe kernel (compiled in
+// the same fatbinary) reports that the loaded code was built for sm_90a.
+// Not during a CUDA-graph capture (the probe synchronizes): then no, until
+// a later call outside one.
+__global__ void wgmma_probe_kernel(int* compiled_for_sm90a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(FASTLAYERS_CUDA_EMULATION)
+  *compiled_for_sm90a = 1;
+#else
+  *compiled_for_sm90a = 0;
+#endif
+}
+
+bool wgmma_usable(const at::TensorOptions& scratch, cudaStream_t stream) {
+  const cudaDeviceProp* device = at::cuda::getCurrentDeviceProperties();
+  if (device->major != 9 || device->minor != 0) return false;
+  static std::atomic<int> probed{-1};
+  if (probed.load() < 0) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone) return false;
+    at::Tensor flag = at::zeros({1}, scratch.dtype(at::kInt));
+    wgmma_probe_kernel<<<1, 1, 0, stream>>>(flag.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    probed.store(flag.item<int>());
+  }
+  if (probed.load() != 1) return false;
+  // The shared-memory opt-in above 48 KB, once per device (it is per device context).
+  static std::atomic<uint64_t> opted_in{0};
+  const int index = c10::cuda::current_device();
+  const uint64_t bit = index < 64 ? uint64_t(1) << index : 0;
+  if (bit == 0 || !(opted_in.load() & bit)) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_kernel<c10::BFloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kWgSharedBytes));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_kernel<c10::Half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kWgSharedBytes));
+    opted_in.fetch_or(bit);
+  }
+  return true;
+}
+
 // How an operand can be read in 16-byte vectors: along k (KMajor), along m
 // or n (MnMajor), or not at all (no unit stride, or rows not 16-byte aligned).
 enum class VectorLayout { None, KMajor, MnMajor };
+
+template <typename T>
+constexpr int kPerVector = 16 / sizeof(T);  // elements in a 16-byte vector
 
 // A matrix X(mn, k) with strides (mn_stride, k_stride) and extents (A: mn = m;
 // B: mn = n).
 template <typename T>
 VectorLayout vector_layout(const T* data, int64_t mn_stride, int64_t k_stride, int64_t mn_extent, int64_t k_extent) {
-  constexpr int64_t kPerVector = 16 / sizeof(T);
   if (reinterpret_cast<uintptr_t>(data) % 16 != 0) return VectorLayout::None;
-  if (k_stride == 1 && (mn_extent == 1 || mn_stride % kPerVector == 0)) return VectorLayout::KMajor;
-  if (mn_stride == 1 && (k_extent == 1 || k_stride % kPerVector == 0)) return VectorLayout::MnMajor;
+  if (k_stride == 1 && (mn_extent == 1 || mn_stride % kPerVector<T> == 0)) return VectorLayout::KMajor;
+  if (mn_stride == 1 && (k_extent == 1 || k_stride % kPerVector<T> == 0)) return VectorLayout::MnMajor;
   return VectorLayout::None;
 }
 
@@ -538,15 +673,16 @@ struct VectorSource {
   int64_t across_stride, across_extent, along_extent;
 };
 
-// The 8 elements from (across, along) on, zero past the edges: one 16-byte
-// load when all are inside (`along` is a multiple of 8, rows 16-byte aligned).
+// The 16 bytes of elements (8 half, 4 float) from (across, along) on, zero
+// past the edges: one 16-byte load when all are inside (`along` is a
+// multiple of the vector length, rows 16-byte aligned).
 template <typename T>
 __device__ __forceinline__ uint4 load_vector(const VectorSource<T>& s, int64_t across, int64_t along) {
-  if (across < s.across_extent && along + 8 <= s.along_extent)
+  if (across < s.across_extent && along + kPerVector<T> <= s.along_extent)
     return *reinterpret_cast<const uint4*>(s.data + across * s.across_stride + along);
-  T e[8];
+  T e[kPerVector<T>];
 #pragma unroll
-  for (int t = 0; t < 8; ++t)
+  for (int t = 0; t < kPerVector<T>; ++t)
     e[t] =
         across < s.across_extent && along + t < s.along_extent ? s.data[across * s.across_stride + along + t] : T(0.f);
   uint4 out;
@@ -556,11 +692,11 @@ __device__ __forceinline__ uint4 load_vector(const VectorSource<T>& s, int64_t a
 
 template <typename T>
 __device__ __forceinline__ uint4 apply_mask(uint4 v, uint4 mask) {
-  T e[8], m[8];
+  T e[kPerVector<T>], m[kPerVector<T>];
   memcpy(e, &v, sizeof(v));
   memcpy(m, &mask, sizeof(mask));
 #pragma unroll
-  for (int t = 0; t < 8; ++t)
+  for (int t = 0; t < kPerVector<T>; ++t)
     if (!relu_mask_on(m[t])) e[t] = T(0.f);
   memcpy(&v, e, sizeof(v));
   return v;
@@ -584,8 +720,8 @@ struct TileVector {
 
 // The source of operand tile vectors starting at (mn0, p0) of the product:
 // across/along as TileVector's (mn, k) or (k, mn).
-template <typename T, bool kKMajor>
-__device__ __forceinline__ uint4 load_tile_vector(const VectorSource<T>& s, const TileVector<kKMajor>& v, int64_t mn0,
+template <typename T, bool kKMajor, template <bool> class Vector>
+__device__ __forceinline__ uint4 load_tile_vector(const VectorSource<T>& s, const Vector<kKMajor>& v, int64_t mn0,
                                                   int64_t p0) {
   return kKMajor ? load_vector(s, mn0 + v.mn, p0 + v.k) : load_vector(s, p0 + v.k, mn0 + v.mn);
 }
@@ -713,6 +849,181 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   }
 }
 
+// float32 on a warp-tiled SIMT layout (behind the float_warp_tiled switch):
+// the 128x128 tiles and 8x8 outputs per thread of the kernel above, but
+// every operand read in 16-byte vectors along its contiguous dimension (k,
+// or m/n: the forward's and both backward products' layouts), the mask
+// applied in registers, and the threads of a warp on a 64x32 patch (8 x 4
+// lanes, each with 2 x 2 blocks of 4x4 outputs 32 rows and 16 columns
+// apart), so that a warp's shared-memory reads of a step are 8 distinct A
+// vectors and 4 distinct B vectors: one wavefront each, the rest broadcast.
+// 16-deep steps, double-buffered; the next step's A vectors are in flight
+// during the first half of this step's products and B's during the second,
+// so only one operand's vectors take registers at a time. Staged tiles are
+// [k][m] and [k][n] in either layout (a k-contiguous operand is transposed
+// on the way in: four 4-byte stores), rows padded by 4 floats.
+constexpr int kWtBM = 128, kWtBN = 128, kWtBK = 16, kWtPad = 4, kWtThreads = 256;
+constexpr int kWtWarpM = 64, kWtWarpN = 32;                 // warps arranged 2 x 4
+constexpr int kWtLd = kWtBM + kWtPad;                       // row length of a staged tile
+constexpr int kWtVectors = kWtBM * kWtBK / 4 / kWtThreads;  // float4s per operand per thread per step
+static_assert(kWtBM == kWtBN, "staging maps thread vectors to A and B tiles alike");
+static_assert(kWtBK % 2 == 0 && kWtVectors >= 1, "a step runs as two halves");
+
+// Where vector l of this thread sits in a 128 x 16 operand tile: `mn` along
+// the 128-long side, `k` along the 16-deep one.
+template <bool kKMajor>
+struct FloatTileVector {
+  int mn, k;
+  __device__ __forceinline__ FloatTileVector(int tid, int l) {
+    const int c = tid + l * kWtThreads;
+    if (kKMajor) {
+      mn = c / (kWtBK / 4), k = (c % (kWtBK / 4)) * 4;
+    } else {
+      k = c / (kWtBM / 4), mn = (c % (kWtBM / 4)) * 4;
+    }
+  }
+};
+
+template <bool kKMajor>
+__device__ __forceinline__ void stash_float_vector(float* tile, const FloatTileVector<kKMajor>& v, uint4 bits) {
+  if (kKMajor) {  // four k's of one row: a column of the [k][mn] tile
+    float e[4];
+    memcpy(e, &bits, sizeof(bits));
+#pragma unroll
+    for (int q = 0; q < 4; ++q) tile[(v.k + q) * kWtLd + v.mn] = e[q];
+  } else {
+    *reinterpret_cast<uint4*>(&tile[v.k * kWtLd + v.mn]) = bits;
+  }
+}
+
+// Four outputs of row i from column j on (j a multiple of 4): one 16-byte
+// store with the epilogue when they are inside and C's rows allow it.
+__device__ __forceinline__ void store_c4(const GemmArgs<float, float>& g, int64_t i, int64_t j, const float (&v)[4],
+                                         bool vector_rows) {
+  if (vector_rows && i < g.M && j + 4 <= g.N) {
+    float4 out = {v[0], v[1], v[2], v[3]};
+    if (g.bias) {
+      out.x += g.bias[j * g.bias_stride], out.y += g.bias[(j + 1) * g.bias_stride];
+      out.z += g.bias[(j + 2) * g.bias_stride], out.w += g.bias[(j + 3) * g.bias_stride];
+    }
+    if (g.relu) {  // NaN passes, as in torch.relu
+      out.x = out.x < 0.f ? 0.f : out.x, out.y = out.y < 0.f ? 0.f : out.y;
+      out.z = out.z < 0.f ? 0.f : out.z, out.w = out.w < 0.f ? 0.f : out.w;
+    }
+    *reinterpret_cast<float4*>(g.c + i * g.ldc + j) = out;
+    return;
+  }
+#pragma unroll
+  for (int q = 0; q < 4; ++q) store_c(g, i, j + q, v[q]);
+}
+
+template <bool kAKMajor, bool kBKMajor>
+__global__ void __launch_bounds__(kWtThreads, 2)
+    gemm_float_warp_tiled_kernel(const GemmArgs<float, float> args, int64_t col_tiles) {
+  GemmArgs<float, float> g = args;
+  g.partial = g.partial_row_sums = nullptr;  // never split: it runs when the tiles fill the GPU
+  __shared__ __align__(16) float As[2][kWtBK * kWtLd];
+  __shared__ __align__(16) float Bs[2][kWtBK * kWtLd];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp / (kWtBN / kWtWarpN), wn = warp % (kWtBN / kWtWarpN);
+  const int lm = lane / 4, ln = lane % 4;
+  const int a_col = wm * kWtWarpM + lm * 4, b_col = wn * kWtWarpN + ln * 4;  // this thread's first m and n in a tile
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kWtBM;
+  const int64_t steps = (g.K + kWtBK - 1) / kWtBK;
+  const VectorSource<float> a_src = vector_source<float, kAKMajor>(g.a.data, g.a.rs, g.a.cs, g.M, g.K);
+  VectorSource<float> m_src = a_src;  // the mask is laid out as A (gemm() checks)
+  m_src.data = g.mask.data;
+  const VectorSource<float> b_src = vector_source<float, kBKMajor>(g.b.data, g.b.cs, g.b.rs, g.N, g.K);
+  const bool vector_rows = g.ldc % 4 == 0 && reinterpret_cast<uintptr_t>(g.c) % 16 == 0;
+
+  for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
+    const int64_t j0 = tile * kWtBN;
+    const bool want_sums = g.row_sums != nullptr && tile == 0;
+    uint4 next[kWtVectors];
+    auto fetch_a = [&](int64_t p0) {
+#pragma unroll
+      for (int l = 0; l < kWtVectors; ++l) {
+        const FloatTileVector<kAKMajor> v(tid, l);
+        next[l] = load_tile_vector(a_src, v, i0, p0);
+        if (g.mask.data) next[l] = apply_mask<float>(next[l], load_tile_vector(m_src, v, i0, p0));
+      }
+    };
+    auto fetch_b = [&](int64_t p0) {
+#pragma unroll
+      for (int l = 0; l < kWtVectors; ++l) next[l] = load_tile_vector(b_src, FloatTileVector<kBKMajor>(tid, l), j0, p0);
+    };
+    auto stash_a = [&](int buf) {
+#pragma unroll
+      for (int l = 0; l < kWtVectors; ++l) stash_float_vector(As[buf], FloatTileVector<kAKMajor>(tid, l), next[l]);
+    };
+    auto stash_b = [&](int buf) {
+#pragma unroll
+      for (int l = 0; l < kWtVectors; ++l) stash_float_vector(Bs[buf], FloatTileVector<kBKMajor>(tid, l), next[l]);
+    };
+    // acc[r][c]: row a_col + (r / 4) 32 + r % 4, column b_col + (c / 4) 16 + c % 4
+    float acc[8][8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r)
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[r][c] = 0.f;
+    float row_sum = 0.f;
+    auto products = [&](const float* at, const float* bt, int k0) {
+    // Not unrolled: unrolled by 2, the compiler loads two k's fragments
+    // ahead and spills at 128 registers; 16 warps an SM hide the latency.
+#pragma unroll 1
+      for (int k = k0; k < k0 + kWtBK / 2; ++k) {
+        const float4 a_lo = *reinterpret_cast<const float4*>(&at[k * kWtLd + a_col]);
+        const float4 a_hi = *reinterpret_cast<const float4*>(&at[k * kWtLd + a_col + 32]);
+        const float4 b_lo = *reinterpret_cast<const float4*>(&bt[k * kWtLd + b_col]);
+        const float4 b_hi = *reinterpret_cast<const float4*>(&bt[k * kWtLd + b_col + 16]);
+        const float af[8] = {a_lo.x, a_lo.y, a_lo.z, a_lo.w, a_hi.x, a_hi.y, a_hi.z, a_hi.w};
+        const float bf[8] = {b_lo.x, b_lo.y, b_lo.z, b_lo.w, b_hi.x, b_hi.y, b_hi.z, b_hi.w};
+#pragma unroll
+        for (int r = 0; r < 8; ++r)
+#pragma unroll
+          for (int c = 0; c < 8; ++c) acc[r][c] += af[r] * bf[c];
+      }
+    };
+
+    if (steps > 0) {
+      fetch_a(0);
+      stash_a(0);
+      fetch_b(0);
+      stash_b(0);
+    }
+    __syncthreads();
+    for (int64_t s = 0; s < steps; ++s) {
+      const int buf = static_cast<int>(s & 1);
+      const bool more = s + 1 < steps;
+      const int64_t p_next = (s + 1) * kWtBK;
+      if (more) fetch_a(p_next);
+      if (want_sums && tid < kWtBM) {
+#pragma unroll
+        for (int k = 0; k < kWtBK; ++k) row_sum += As[buf][k * kWtLd + tid];
+      }
+      products(As[buf], Bs[buf], 0);
+      if (more) {
+        stash_a(buf ^ 1);  // the other buffer: nobody reads it this step
+        fetch_b(p_next);
+      }
+      products(As[buf], Bs[buf], kWtBK / 2);
+      if (more) stash_b(buf ^ 1);
+      __syncthreads();
+    }
+
+    if (want_sums && tid < kWtBM && i0 + tid < g.M) store_row_sum(g, i0 + tid, row_sum);
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+      const int64_t i = i0 + a_col + (r / 4) * 32 + r % 4;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float v[4] = {acc[r][4 * half], acc[r][4 * half + 1], acc[r][4 * half + 2], acc[r][4 * half + 3]};
+        store_c4(g, i, j0 + b_col + half * 16, v, vector_rows);
+      }
+    }
+  }
+}
+
 // Split-K's second kernel: adds the slices of each output (and row sum) in
 // slice order, then applies the epilogue; `g` is the caller's product.
 template <typename T, typename Acc>
@@ -772,7 +1083,14 @@ inline int64_t split_k_slice(int64_t tiles, int64_t K, int64_t sms) {
   return ((K + slices - 1) / slices + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
 }
 
-enum class TiledKernel { Portable, FloatLarge, TensorCore, TensorCoreAsync, TensorCoreStaged };
+enum class TiledKernel { Portable, FloatLarge, FloatWarpTiled, TensorCore, TensorCoreAsync, TensorCoreStaged, Wgmma };
+
+// Whether the vector kernels can read the mask: laid out as A, vector for vector.
+template <typename T, typename Acc>
+bool mask_read_as_a(const GemmArgs<T, Acc>& g, VectorLayout a_layout) {
+  return g.mask.data == nullptr || (g.mask.rs == g.a.rs && g.mask.cs == g.a.cs &&
+                                    vector_layout(g.mask.data, g.mask.rs, g.mask.cs, g.M, g.K) == a_layout);
+}
 
 }  // namespace
 
@@ -796,14 +1114,12 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
   if constexpr (kHalfType<T>) {
     if (tensor_cores_usable<T>()) {
       a_layout = a_vector_layout(product), b_layout = b_vector_layout(product);
-      const GemmArgs<T, Acc>& g = product;
-      const bool mask_matches =  // the staged kernel reads the mask with A's strides
-          g.mask.data == nullptr || (g.mask.rs == g.a.rs && g.mask.cs == g.a.cs &&
-                                     vector_layout(g.mask.data, g.mask.rs, g.mask.cs, g.M, g.K) == a_layout);
-      if (g.mask.data == nullptr && a_layout == VectorLayout::KMajor && b_layout == VectorLayout::KMajor) {
-        kernel = TiledKernel::TensorCoreAsync;  // the forward's x and W: cp.async copies
+      if (product.mask.data == nullptr && a_layout == VectorLayout::KMajor && b_layout == VectorLayout::KMajor) {
+        // the forward's x and W: cp.async copies, into wgmma's layout where it runs
+        const bool wgmma = product.row_sums == nullptr && cuda_experimental(kWgmma) && wgmma_usable(scratch, stream);
+        kernel = wgmma ? TiledKernel::Wgmma : TiledKernel::TensorCoreAsync;
       } else if (cuda_experimental(kTensorCoreBackward) && a_layout != VectorLayout::None &&
-                 b_layout != VectorLayout::None && mask_matches) {
+                 b_layout != VectorLayout::None && mask_read_as_a(product, a_layout)) {
         kernel = TiledKernel::TensorCoreStaged;
       } else {
         kernel = TiledKernel::TensorCore;
@@ -811,15 +1127,25 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
     }
   } else if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
     // Enough 128x128 tiles for every SM; with fewer, 64x64 tiles keep more SMs busy.
-    if (tiles_of(kLBM, kLBN) >= sms) kernel = TiledKernel::FloatLarge;
+    if (tiles_of(kLBM, kLBN) >= sms) {
+      kernel = TiledKernel::FloatLarge;
+      if (cuda_experimental(kFloatWarpTiled)) {
+        a_layout = a_vector_layout(product), b_layout = b_vector_layout(product);
+        if (a_layout != VectorLayout::None && b_layout != VectorLayout::None && mask_read_as_a(product, a_layout))
+          kernel = TiledKernel::FloatWarpTiled;
+      }
+    }
   }
-  const int64_t bm = kernel == TiledKernel::Portable ? kBM : kernel == TiledKernel::FloatLarge ? kLBM : kTcBM;
-  const int64_t bn = kernel == TiledKernel::Portable ? kBN : kernel == TiledKernel::FloatLarge ? kLBN : kTcBN;
+  static_assert(kLBM == kWtBM && kLBN == kWtBN && kTcBM == kWtBM && kTcBN == kWtBN && kWgBM == kWtBM && kWgBN == kWtBN,
+                "one large tile size");
+  const bool float_large = kernel == TiledKernel::FloatLarge || kernel == TiledKernel::FloatWarpTiled;
+  const int64_t bm = kernel == TiledKernel::Portable ? kBM : kLBM;
+  const int64_t bn = kernel == TiledKernel::Portable ? kBN : kLBN;
 
   GemmArgs<T, Acc> g = product;
   at::Tensor partial;  // split-K's slices, on the caching allocator (so also inside CUDA-graph capture)
   int64_t slices = 1;
-  if (kernel != TiledKernel::FloatLarge) {
+  if (!float_large) {  // the float32 128x128 kernels run only when their tiles fill the GPU
     g.k_slice = split_k_slice(tiles_of(bm, bn), g.K, sms);
     slices = g.k_slice < g.K ? (g.K + g.k_slice - 1) / g.k_slice : 1;
   }
@@ -841,10 +1167,26 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
       if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>)
         gemm_float_large_kernel<T><<<grid, kLThreads, 0, stream>>>(g, col_tiles);
       break;
+    case TiledKernel::FloatWarpTiled:
+      if constexpr (std::is_same_v<T, float> && std::is_same_v<Acc, float>) {
+        const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
+        if (a_k && b_k) {
+          gemm_float_warp_tiled_kernel<true, true><<<grid, kWtThreads, 0, stream>>>(g, col_tiles);
+        } else if (a_k) {
+          gemm_float_warp_tiled_kernel<true, false><<<grid, kWtThreads, 0, stream>>>(g, col_tiles);
+        } else if (b_k) {
+          gemm_float_warp_tiled_kernel<false, true><<<grid, kWtThreads, 0, stream>>>(g, col_tiles);
+        } else {
+          gemm_float_warp_tiled_kernel<false, false><<<grid, kWtThreads, 0, stream>>>(g, col_tiles);
+        }
+      }
+      break;
     default:
       if constexpr (kHalfType<T>) {
         const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
-        if (kernel == TiledKernel::TensorCoreAsync) {
+        if (kernel == TiledKernel::Wgmma) {
+          gemm_wgmma_kernel<T><<<grid, kWgThreads, kWgSharedBytes, stream>>>(g, col_tiles);
+        } else if (kernel == TiledKernel::TensorCoreAsync) {
           gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
         } else if (kernel == TiledKernel::TensorCore) {
           gemm_tensor_core_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);

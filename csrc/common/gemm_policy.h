@@ -54,9 +54,19 @@ inline std::atomic<int64_t>& cuda_gemm_policy() {
 //       of k in separate blocks, then add the slices up in a fixed order;
 //   tensor_core_backward: half-precision products with a mask or with an
 //       operand contiguous along m or n (the backward's) on tensor cores,
-//       read in 16-byte vectors and fed to mma through ldmatrix(.trans).
-enum CudaExperimental : int64_t { kSplitK = 1, kTensorCoreBackward = 2, kAllCudaExperimental = 3 };
-constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward"};
+//       read in 16-byte vectors and fed to mma through ldmatrix(.trans);
+//   float_warp_tiled: float32 products large enough for the 128x128 kernel
+//       on a warp-tiled layout that reads every operand in 16-byte vectors;
+//   wgmma: the half-precision forward on Hopper's warpgroup MMA, where the
+//       build carries sm_90a code (TORCH_CUDA_ARCH_LIST with 9.0a).
+enum CudaExperimental : int64_t {
+  kSplitK = 1,
+  kTensorCoreBackward = 2,
+  kFloatWarpTiled = 4,
+  kWgmma = 8,
+  kAllCudaExperimental = 15
+};
+constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward", "float_warp_tiled", "wgmma"};
 
 int64_t cuda_experimental_from_environment();  // registration.cpp
 

@@ -2,9 +2,10 @@
 emulator.h, and loads them as the ops `torch.ops.fastlayers_emulated.*`
 (the same schemas as `torch.ops.fastlayers.*`, kernels on the CPU key).
 
-The sources are the real csrc/ files, copied with three mechanical rewrites:
+The sources are the real csrc/ files, copied with these mechanical rewrites:
 
-  kernel<<<grid, block, shared, stream>>>(args)  ->  ::emu::launch({grid, block, shared, stream}, kernel, args)
+  kernel<<<grid, block, shared, stream>>>(args)  ->  ::emu::launch({grid, block, shared, stream}, "kernel",
+                                                                   kernel, args)
   extern __shared__ T name[];                     ->  T* name = <the launch's dynamic shared memory>
   TORCH_LIBRARY[_FRAGMENT](fastlayers, ...)        ->  TORCH_LIBRARY[_FRAGMENT](fastlayers_emulated, ...)
   TORCH_LIBRARY_IMPL(fastlayers, CUDA, ...)        ->  TORCH_LIBRARY_IMPL(fastlayers_emulated, CPU, ...)
@@ -34,7 +35,8 @@ _EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w
 
 def _launch(m):
     no_args = m.string[m.end() :].lstrip().startswith(")")
-    return f"::emu::launch(::emu::LaunchConfig{{{m.group(2)}}}, {m.group(1)}" + ("" if no_args else ", ")
+    name = " ".join(m.group(1).split()).replace('"', "")  # the kernel as the launch names it, for the launch log
+    return f'::emu::launch(::emu::LaunchConfig{{{m.group(2)}}}, "{name}", {m.group(1)}' + ("" if no_args else ", ")
 
 
 def rewrite(text):

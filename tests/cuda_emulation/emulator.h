@@ -230,15 +230,71 @@ inline void Block::entry() {
   // uc_link returns to the scheduler.
 }
 
-inline thread_local std::vector<unsigned char> dynamic_shared_memory;
+// The launch's dynamic shared memory, 1024-byte aligned (the alignment of
+// a swizzled wgmma tile; the hardware guarantees less, so kernels that need
+// it align themselves, and the emulator keeps their arithmetic exact).
+constexpr size_t kSharedAlign = 1024;
+inline thread_local std::vector<unsigned char> dynamic_shared_storage;
+inline thread_local size_t dynamic_shared_bytes = 0;
 inline thread_local uint64_t block_serial = 0;  // which block of which launch is running
-inline unsigned char* dynamic_shared() { return dynamic_shared_memory.data(); }
+inline unsigned char* dynamic_shared() {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(dynamic_shared_storage.data());
+  return dynamic_shared_storage.data() + ((kSharedAlign - p % kSharedAlign) % kSharedAlign);
+}
+inline void reset_dynamic_shared(size_t bytes) {
+  dynamic_shared_bytes = bytes;
+  dynamic_shared_storage.assign(bytes + kSharedAlign, 0xff);  // garbage-like: NaN patterns for floats
+}
+
+// The shared-memory address space as PTX sees it (__cvta_generic_to_shared:
+// a 32-bit offset): the static __shared__ variables from 0, the dynamic
+// shared memory after them at a 1024-byte boundary. shared_pointer() maps
+// an address back, and refuses one outside both.
+inline size_t static_shared_bytes() {
+  if (__start_fastlayers_emu_shared == nullptr) return 0;
+  const size_t n = __stop_fastlayers_emu_shared - __start_fastlayers_emu_shared;
+  return (n + kSharedAlign - 1) / kSharedAlign * kSharedAlign;
+}
+inline uint32_t shared_address(const void* p) {
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  if (__start_fastlayers_emu_shared != nullptr && c >= __start_fastlayers_emu_shared &&
+      c < __stop_fastlayers_emu_shared)
+    return static_cast<uint32_t>(c - __start_fastlayers_emu_shared);
+  if (c >= dynamic_shared() && c < dynamic_shared() + dynamic_shared_bytes)
+    return static_cast<uint32_t>(static_shared_bytes() + (c - dynamic_shared()));
+  throw std::runtime_error("CUDA emulation: a shared-memory address of memory that is not shared");
+}
+inline unsigned char* shared_pointer(uint64_t address, size_t bytes) {
+  const size_t fixed = static_shared_bytes();
+  if (address + bytes <= size_t(__stop_fastlayers_emu_shared - __start_fastlayers_emu_shared))
+    return __start_fastlayers_emu_shared + address;
+  if (address >= fixed && address - fixed + bytes <= dynamic_shared_bytes) return dynamic_shared() + (address - fixed);
+  throw std::runtime_error("CUDA emulation: shared-memory address " + std::to_string(address) +
+                           " is outside the block's shared memory");
+}
+
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+// bytes): the opt-in above 48 KB, per kernel, up to an H100's 227 KB.
+constexpr size_t kMaxSharedOptIn = 227 * 1024;
+inline std::vector<std::pair<const void*, size_t>>& shared_opt_ins() {
+  static std::vector<std::pair<const void*, size_t>> v;
+  return v;
+}
+inline size_t shared_limit(const void* kernel) {
+  for (const auto& [k, bytes] : shared_opt_ins())
+    if (k == kernel) return std::max(bytes, kDefaultSharedBytes);
+  return kDefaultSharedBytes;
+}
 
 // What the emulated kernels have done since the library was loaded, for
 // tests that check which path a launch took: launches, blocks run, warp mma
-// instructions and transposing ldmatrix instructions (one per warp).
+// instructions and transposing ldmatrix instructions (one per warp), wgmma
+// instructions (one per warpgroup), and the
+// kernels launched (as each launch names them in the source, template
+// arguments included) since the log was last read.
 struct Counters {
-  int64_t launches = 0, blocks = 0, mma = 0, ldmatrix_trans = 0;
+  int64_t launches = 0, blocks = 0, mma = 0, ldmatrix_trans = 0, wgmma = 0;
+  std::vector<std::string> launched;
 };
 inline Counters& counters() {
   static Counters c;
@@ -260,7 +316,7 @@ inline std::mutex& launch_mutex() {
 // The emulated `kernel<<<cfg>>>(args...)`: arguments are converted to the
 // kernel's parameter types once, as a launch copies them.
 template <typename... Params, typename... Args>
-void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) {
+void launch(const LaunchConfig& cfg, const char* name, void (*kernel)(Params...), Args&&... args) {
   const dim3 g = cfg.grid, b = cfg.block;
   const uint64_t threads = uint64_t(b.x) * b.y * b.z;
   auto fail = [&](const std::string& why) {
@@ -272,13 +328,17 @@ void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) 
   if (threads == 0 || g.x == 0 || g.y == 0 || g.z == 0) fail("a dimension is zero");
   if (threads > 1024 || b.z > 64) fail("too many threads per block");
   if (g.x > 0x7fffffffu || g.y > 65535u || g.z > 65535u) fail("grid too large");
-  if (cfg.shared > kDefaultSharedBytes) fail("dynamic shared memory above 48 KB without an opt-in");
+  if (cfg.shared > shared_limit(reinterpret_cast<const void*>(kernel)))
+    fail(cfg.shared > kDefaultSharedBytes && shared_limit(reinterpret_cast<const void*>(kernel)) == kDefaultSharedBytes
+             ? "dynamic shared memory above 48 KB without an opt-in"
+             : "dynamic shared memory above the kernel's opt-in");
 
   std::lock_guard<std::mutex> lock(launch_mutex());
   ++counters().launches;
   counters().blocks += int64_t(g.x) * g.y * g.z;
+  if (counters().launched.size() < 100000) counters().launched.emplace_back(name);  // bounded if nobody reads it
   std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
-  dynamic_shared_memory.assign(cfg.shared, 0xff);  // garbage-like: NaN patterns for floats
+  reset_dynamic_shared(cfg.shared);
   gridDim = g;
   blockDim = b;
   Block& blk = block();
@@ -291,6 +351,7 @@ void launch(const LaunchConfig& cfg, void (*kernel)(Params...), Args&&... args) 
         if (__start_fastlayers_emu_shared != nullptr)
           std::memset(__start_fastlayers_emu_shared, 0xff,
                       __stop_fastlayers_emu_shared - __start_fastlayers_emu_shared);
+        std::fill(dynamic_shared_storage.begin(), dynamic_shared_storage.end(), 0xff);
         blk.run(body, static_cast<unsigned>(threads));
       }
 }

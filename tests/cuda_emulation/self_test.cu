@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "csrc/common/cuda_mma.cuh"  // the copy build.py writes beside this file
+
 namespace {
 
 __global__ void block_sum_kernel(int64_t* out) {  // keeps the rules
@@ -57,6 +59,21 @@ __global__ void shuffle_after_lane_exit_kernel() {
 
 __global__ void empty_kernel() {}
 
+__global__ void wgmma_without_fence_kernel() {  // one warpgroup; the operands' values do not matter
+  __shared__ __align__(1024) unsigned char tiles[(64 + 128) * 128];
+  float acc[64] = {};
+  const uint64_t a = fastlayers::cuda::wgmma_descriptor_128b(tiles);
+  const uint64_t b = fastlayers::cuda::wgmma_descriptor_128b(tiles + 64 * 128);
+  fastlayers::cuda::wgmma_m64nNk16<c10::BFloat16, 128>(acc, a, b, true);
+}
+
+__global__ void large_shared_kernel(int64_t* out) {
+  extern __shared__ int64_t large[];
+  large[threadIdx.x] = threadIdx.x;
+  __syncthreads();
+  if (threadIdx.x == 0) *out = large[31];
+}
+
 int64_t emulator_self_test(const std::string& name) {
   int64_t result[64] = {0};
   if (name == "block_sum") {
@@ -79,6 +96,14 @@ int64_t emulator_self_test(const std::string& name) {
     empty_kernel<<<dim3(1, 70000), 32>>>();
   } else if (name == "too_much_dynamic_shared_memory") {
     empty_kernel<<<1, 32, 64 * 1024>>>();
+  } else if (name == "shared_within_opt_in") {
+    cudaFuncSetAttribute(large_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024);
+    large_shared_kernel<<<1, 32, 100 * 1024>>>(result);
+  } else if (name == "shared_above_opt_in") {
+    cudaFuncSetAttribute(large_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024);
+    large_shared_kernel<<<1, 32, 101 * 1024>>>(result);
+  } else if (name == "wgmma_without_fence") {
+    wgmma_without_fence_kernel<<<1, 128>>>();
   } else {
     TORCH_CHECK(false, "emulator_self_test: unknown case ", name);
   }
@@ -96,11 +121,14 @@ std::vector<int64_t> emulator_set_device(int64_t major, int64_t minor, int64_t s
   return previous;
 }
 
-// emu::counters() as [launches, blocks, mma, ldmatrix_trans].
+// emu::counters() as [launches, blocks, mma, ldmatrix_trans, wgmma].
 std::vector<int64_t> emulator_counters() {
   const emu::Counters& c = emu::counters();
-  return {c.launches, c.blocks, c.mma, c.ldmatrix_trans};
+  return {c.launches, c.blocks, c.mma, c.ldmatrix_trans, c.wgmma};
 }
+
+// The kernels launched since the last call, in order (and clears the log).
+std::vector<std::string> emulator_launched_kernels() { return std::exchange(emu::counters().launched, {}); }
 
 }  // namespace
 
@@ -108,4 +136,5 @@ TORCH_LIBRARY_FRAGMENT(fastlayers_emulated, m) {
   m.def("emulator_self_test(str name) -> int", &emulator_self_test);
   m.def("emulator_set_device(int major, int minor, int sms) -> int[]", &emulator_set_device);
   m.def("emulator_counters() -> int[]", &emulator_counters);
+  m.def("emulator_launched_kernels() -> str[]", &emulator_launched_kernels);
 }

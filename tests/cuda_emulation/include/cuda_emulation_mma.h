@@ -160,3 +160,137 @@ void cp_async_wait() {
 
 }  // namespace cuda
 }  // namespace fastlayers
+
+// ------------------------------------------------------------ sm_90a wgmma
+// wgmma.mma_async m64nNk16 with both operands in shared memory, K-major,
+// described by matrix descriptors (decoded here from the bits the device
+// sees: start address, leading and stride byte offsets, base offset,
+// swizzle mode), float accumulators in the PTX ISA's fragment layout. As on
+// the hardware, an instruction only starts the product: it is computed when
+// a wgmma_wait lets it complete, reading shared memory and the accumulators
+// then, so a stage overwritten or an accumulator touched before the wait
+// shows as a wrong result. A wgmma without a wgmma_fence since the thread's
+// last wait (or its start) is refused. Each warp's lanes must issue it
+// together (a warp collective); that all four warps of the warpgroup do is
+// not checked.
+namespace fastlayers {
+namespace cuda {
+
+inline uint32_t shared_address(const void* p) { return emu::shared_address(p); }
+
+// Orders this thread's earlier generic-proxy writes to shared memory (plain
+// stores, cp.async) before later async-proxy reads (wgmma). The emulator's
+// memory has one proxy: nothing to do.
+inline void fence_proxy_async_shared() {}
+
+struct PendingWgmma {
+  float* d;
+  int n;  // N of m64nNk16: d has n / 2 elements
+  uint64_t a, b;
+  bool accumulate, bfloat16;
+};
+
+struct ThreadWgmma {
+  uint64_t block = 0;
+  bool fenced = false;
+  std::vector<PendingWgmma> open;
+  std::deque<std::vector<PendingWgmma>> committed;
+};
+
+inline ThreadWgmma& thread_wgmma() {
+  static thread_local std::vector<ThreadWgmma> all;
+  const unsigned t = emu::block().thread();
+  if (all.size() <= t) all.resize(t + 1);
+  ThreadWgmma& mine = all[t];
+  if (mine.block != emu::block_serial) {
+    if (!mine.open.empty() || !mine.committed.empty())
+      throw std::runtime_error("CUDA emulation: a thread ended with wgmma operations never waited for");
+    mine = ThreadWgmma{};
+    mine.block = emu::block_serial;
+  }
+  return mine;
+}
+
+// The element (row, k) of a K-major operand (row: m for A, n for B) that a
+// descriptor describes, `bytes` bytes per element.
+inline const unsigned char* wgmma_element(uint64_t desc, int row, int k, int bytes) {
+  const uint64_t start = (desc & 0x3fff) << 4, lbo = ((desc >> 16) & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
+  const uint64_t base_offset = (desc >> 49) & 7, swizzle = desc >> 62;
+  if (base_offset != 0)
+    throw std::runtime_error("CUDA emulation: wgmma descriptors with a base offset are not emulated");
+  const uint64_t kb = uint64_t(k) * bytes;  // byte offset along k
+  uint64_t address;
+  if (swizzle == 0) {  // 8x16-byte core matrices: rows 16 bytes apart, LBO along k, SBO along m/n
+    address = start + (row / 8) * sbo + (row % 8) * 16 + (kb / 16) * lbo + kb % 16;
+  } else if (swizzle == 1) {  // 128-byte rows, 8-row atoms SBO apart, 16-byte chunks XOR the row within the atom
+    address = start + (row / 8) * sbo + (row % 8) * 128 + kb;
+    address ^= ((address >> 7) & 7) << 4;
+  } else {
+    throw std::runtime_error("CUDA emulation: wgmma's 32- and 64-byte swizzles are not emulated");
+  }
+  if (address % bytes) throw std::runtime_error("CUDA emulation: misaligned wgmma operand element");
+  return emu::shared_pointer(address, bytes);
+}
+
+inline void wgmma_fence() {
+  thread_wgmma().fenced = true;
+  emu::warp_barrier();
+}
+
+template <typename T, int N>
+void wgmma_m64nNk16(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) {
+  static_assert(std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>);
+  static_assert(N % 8 == 0 && N >= 8 && N <= 256);
+  if (emu::block().threads() % 128 != 0)
+    throw std::runtime_error("CUDA emulation: wgmma in a block that is not whole warpgroups");
+  ThreadWgmma& mine = thread_wgmma();
+  if (!mine.fenced) throw std::runtime_error("CUDA emulation: wgmma without a wgmma.fence since the last wait");
+  if (emu::block().thread() % 128 == 0) ++emu::counters().wgmma;
+  mine.open.push_back({d, N, a, b, accumulate, std::is_same_v<T, c10::BFloat16>});
+  emu::warp_barrier();
+}
+
+inline void wgmma_commit() {
+  ThreadWgmma& mine = thread_wgmma();
+  mine.committed.push_back(std::move(mine.open));
+  mine.open.clear();
+  emu::warp_barrier();
+}
+
+// This thread's share of one wgmma: its accumulators, per the fragment
+// layout d[j]: row 16 (warp % 4) + lane / 4 + 8 ((j % 4) / 2), column
+// 8 (j / 4) + 2 (lane % 4) + j % 2.
+inline void complete(const PendingWgmma& op) {
+  const unsigned t = emu::block().thread(), warp = (t / 32) % 4, lane = t % 32;
+  auto element = [&](uint64_t desc, int row, int k) {
+    uint16_t bits;
+    std::memcpy(&bits, wgmma_element(desc, row, k, 2), 2);
+    return op.bfloat16 ? double(static_cast<float>(c10::BFloat16(bits, c10::BFloat16::from_bits())))
+                       : double(static_cast<float>(c10::Half(bits, c10::Half::from_bits())));
+  };
+  std::vector<double> a_rows(2 * 16), b_cols(size_t(op.n) * 16);
+  for (int r = 0; r < 2; ++r)
+    for (int k = 0; k < 16; ++k) a_rows[r * 16 + k] = element(op.a, 16 * warp + lane / 4 + 8 * r, k);
+  for (int c = 0; c < op.n; ++c)
+    for (int k = 0; k < 16; ++k) b_cols[size_t(c) * 16 + k] = element(op.b, c, k);
+  for (int j = 0; j < op.n / 2; ++j) {
+    const int r = (j % 4) / 2, col = 8 * (j / 4) + 2 * int(lane % 4) + j % 2;
+    double s = op.accumulate ? op.d[j] : 0.0;
+    for (int k = 0; k < 16; ++k) s += a_rows[r * 16 + k] * b_cols[size_t(col) * 16 + k];
+    op.d[j] = static_cast<float>(s);
+  }
+}
+
+template <int N>
+void wgmma_wait() {
+  ThreadWgmma& mine = thread_wgmma();
+  while (mine.committed.size() > static_cast<size_t>(N)) {
+    for (const PendingWgmma& op : mine.committed.front()) complete(op);
+    mine.committed.pop_front();
+  }
+  mine.fenced = false;
+  emu::warp_barrier();
+}
+
+}  // namespace cuda
+}  // namespace fastlayers

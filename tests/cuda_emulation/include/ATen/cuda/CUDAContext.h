@@ -29,6 +29,27 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, Function) {
   return cudaSuccess;
 }
 
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+template <typename Function>
+cudaError_t cudaFuncSetAttribute(Function kernel, cudaFuncAttribute attribute, int value) {
+  if (attribute != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || size_t(value) > emu::kMaxSharedOptIn)
+    throw std::runtime_error("CUDA emulation: cudaFuncSetAttribute: unsupported attribute or value");
+  for (auto& entry : emu::shared_opt_ins())
+    if (entry.first == reinterpret_cast<const void*>(kernel)) {
+      entry.second = size_t(value);
+      return cudaSuccess;
+    }
+  emu::shared_opt_ins().emplace_back(reinterpret_cast<const void*>(kernel), size_t(value));
+  return cudaSuccess;
+}
+
+// Emulated streams are never being captured into a CUDA graph.
+enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone = 0, cudaStreamCaptureStatusActive = 1 };
+inline cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* status) {
+  *status = cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+
 namespace at {
 namespace cuda {
 inline cudaDeviceProp* getCurrentDeviceProperties() { return &emu::device_profile(); }
