@@ -97,6 +97,8 @@ RATIO_COLUMNS = (
     "speedup vs best",
     "fwd own ÷ vendor",
     "bwd own ÷ vendor",
+    "own ÷ vendor",
+    "exp ÷ vendor",
 )
 
 

@@ -92,3 +92,25 @@ def test_bad_options_are_refused_with_the_option_named():
         [sys.executable, "-m", "benchmarks", "--ops", "linear_relu,nope"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 2 and "--ops: unknown op 'nope'" in result.stderr
+
+
+def test_gemm_targets_script_times_every_target_case(tmp_path):
+    """benchmarks.bench_gemm_targets (the GPU's GEMM targets; on the CPU at
+    1/16 of each size): one row per target case, every route timed."""
+    from benchmarks import bench_gemm_targets
+
+    out = tmp_path / "targets.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_gemm_targets", "--device", "cpu", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == len(bench_gemm_targets.TARGETS)
+    for row, (which, dtype, (m, k, n), _, _) in zip(rows, bench_gemm_targets.TARGETS):
+        scale = bench_gemm_targets.CPU_SCALE
+        assert row["case"] == f"{which} {m // scale}x{k // scale}->{n // scale} {str(dtype)[6:]}"
+        assert row["vendor µs"] > 0 and row["own µs"] > 0 and row["own ÷ vendor"] > 0
+    assert "GEMM targets" in result.stdout and "own ÷ vendor" in result.stdout
