@@ -54,7 +54,8 @@ def ptxas_report(source, arch="90", output=os.devnull):
     for line in result.stderr.splitlines():
         if m := re.search(r"Compiling entry function '(\w+)'", line):
             name = subprocess.run(["c++filt", m.group(1)], capture_output=True, text=True).stdout.strip()
-            name = re.sub(r"^void |\(anonymous namespace\)::|fastlayers::cuda::|\(fastlayers::.*$", "", name)
+            name = re.sub(r"^void |\(anonymous namespace\)::|fastlayers::cuda::", "", name)
+            name = re.sub(r"\(.*$", "", name)  # the parameter list
         elif m := re.search(r"(\d+) bytes spill stores", line):
             spilled = int(m.group(1))
         elif (m := re.search(r"Used (\d+) registers", line)) and name and "Half" not in name:
@@ -109,22 +110,25 @@ def test_cuda_gemm_kernels_fit_two_blocks_per_sm_and_the_simt_ones_do_not_spill(
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None or shutil.which("c++filt") is None, reason="no CUDA compiler")
-def test_the_wgmma_kernel_builds_for_sm90a_into_hgmma_without_spills_or_serialisation(tmp_path):
-    """Compiled for sm_90a (no GPU needed): the wgmma kernel fits its launch
-    bound of one 256-thread block per SM without spilling, ptxas warns of
-    nothing (it warns when it has to serialise wgmma instructions), and the
-    machine code issues HGMMA, four per 64-deep stage."""
+def test_the_wgmma_kernels_build_for_sm90a_into_hgmma_and_tma_without_spills_or_serialisation(tmp_path):
+    """Compiled for sm_90a (no GPU needed): the wgmma kernels fit their launch
+    bounds (one block per SM: 256 threads, or 384 with the TMA producer)
+    without spilling, ptxas warns of nothing (it warns when it has to
+    serialise wgmma instructions), and the machine code issues HGMMA, four
+    per 64-deep stage in each kernel, and the TMA's loads (UTMALDG)."""
     output = tmp_path / "cuda_gemm_sm90a.o"
     report = ptxas_report(os.path.join("csrc", "common", "cuda_gemm.cu"), arch="90a", output=output)
     assert report["warnings"] == []
-    registers, spilled = report["gemm_wgmma_kernel<c10::BFloat16>"]
-    assert registers <= 255 and spilled == 0, (registers, spilled)
+    for kernel, bound in (("gemm_wgmma_kernel<c10::BFloat16>", 255), ("gemm_wgmma_tma_kernel<c10::BFloat16>", 168)):
+        registers, spilled = report[kernel]
+        assert registers <= bound and spilled == 0, (kernel, registers, spilled)
     tool = cuobjdump()
     if tool is None:
         pytest.skip("no cuobjdump to read the machine code with")
     sass = subprocess.run([tool, "-sass", str(output)], capture_output=True, text=True, check=True).stdout
     for kind in ("HGMMA.64x128x16.F32.BF16", "HGMMA.64x128x16.F32 "):  # bfloat16, float16
-        assert sass.count(kind) == 4, (kind, sass.count(kind))
+        assert sass.count(kind) == 2 * 4, (kind, sass.count(kind))
+    assert "UTMALDG" in sass
 
 
 def test_every_op_has_cpu_autograd_and_fake_kernels():

@@ -110,6 +110,7 @@ def _nan_filled_empty():
         ("too_much_dynamic_shared_memory", "invalid launch .* above 48 KB"),
         ("shared_above_opt_in", "invalid launch .* above the kernel's opt-in"),
         ("wgmma_without_fence", "wgmma without a wgmma.fence"),
+        ("mbarrier_never_completes", "cannot make progress: .* 64 on an mbarrier phase that cannot complete"),
     ],
 )
 def test_emulator_rejects_what_the_hardware_leaves_undefined_or_refuses(cuda_ops, case, error):
@@ -117,6 +118,7 @@ def test_emulator_rejects_what_the_hardware_leaves_undefined_or_refuses(cuda_ops
     assert cuda_ops.emulator_self_test("warp_sum") == sum(range(32))
     assert cuda_ops.emulator_self_test("shared_read_before_write") == -1  # shared memory starts as garbage
     assert cuda_ops.emulator_self_test("shared_within_opt_in") == 31  # above 48 KB after cudaFuncSetAttribute
+    assert cuda_ops.emulator_self_test("mbarrier_handoff") == 42  # a waiter blocks until the phase completes
     with pytest.raises(RuntimeError, match=error):
         cuda_ops.emulator_self_test(case)
 
@@ -495,38 +497,48 @@ WGMMA_SHAPES = [(130, 200, 136), (9, 13, 24), (200, 448, 260), (64, 64, 128)]
 
 @pytest.mark.parametrize("m,k,n", WGMMA_SHAPES)
 @pytest.mark.parametrize("dtype", LOW)
-def test_wgmma_forward_matches_float64(cuda_ops, experimental, m, k, n, dtype):
-    """The experimental wgmma kernel (sm_90a, emulated: the descriptors'
+@pytest.mark.parametrize("sms,copies_land", [(132, "late"), (2, "late"), (1, "early")])
+def test_wgmma_forward_matches_float64(cuda_ops, experimental, m, k, n, dtype, sms, copies_land, monkeypatch):
+    """The experimental wgmma kernels (sm_90a, emulated: the descriptors'
     bits decoded, the 128-byte swizzle applied to the addresses, products
-    completed only at wgmma_wait) on the forward: within the half-precision
-    rule, one wgmma per warpgroup per 16-deep slice of each 64-deep stage,
-    and the backward's products (a mask, or m/n-contiguous operands) still on
-    the other kernels."""
+    completed only at wgmma_wait; TMA boxes landing on mbarriers as late or
+    as early as the hardware may) on the forward: the TMA-fed persistent
+    kernel, with one tile per block or several (fewer SMs: the stage ring
+    and its phases carry over from tile to tile), within the half-precision
+    rule, one wgmma per warpgroup per 16-deep slice of each 64-deep stage;
+    the backward's products (a mask, or m/n-contiguous operands) stay on the
+    other kernels."""
+    monkeypatch.setenv("FASTLAYERS_EMULATION_CP_ASYNC", copies_land)
+    previous = cuda_ops.emulator_set_device(9, 0, sms)
     experimental(WGMMA)
     x = aligned(m, k, dtype)
     w = aligned(n, k, dtype, seed=1, scale=k**-0.5)
     b = randn(n, dtype=dtype, seed=2)
     launched(cuda_ops)
-    before = counters(cuda_ops)["wgmma"]
+    before, blocks = counters(cuda_ops)["wgmma"], counters(cuda_ops)["blocks"]
     for bias in (b, None):
         out = cuda_ops.linear_relu(x, w, bias)
         exact = ref.linear_relu(x.double(), w.double(), None if bias is None else bias.double())
         assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, bias), exact)
-    assert launched(cuda_ops, "gemm_wgmma_kernel") == ["<T>", "<T>"]
+    cuda_ops.emulator_set_device(*previous)
     tiles = -(-m // 128) * -(-n // 128)
+    names = launched(cuda_ops)
+    probes = names.count("wgmma_probe_kernel")  # once per process, at the first call: a block of its own
+    assert [n for n in names if n != "wgmma_probe_kernel"] == ["gemm_wgmma_tma_kernel<T>"] * 2
+    assert counters(cuda_ops)["blocks"] - blocks - probes == 2 * min(tiles, sms)  # persistent
     assert counters(cuda_ops)["wgmma"] - before == 2 * tiles * 2 * -(-k // 64) * 4
     grad = randn(m, n, dtype=dtype, seed=3)
     cuda_ops.linear_relu_backward_input(grad, out, w)
     cuda_ops.linear_relu_backward_params(grad, out, x, True)
-    assert launched(cuda_ops, "gemm_wgmma_kernel") == []
+    assert not [name for name in launched(cuda_ops) if "wgmma" in name]
 
 
 @pytest.mark.parametrize("dtype", LOW)
 def test_wgmma_forward_splits_and_falls_back(cuda_ops, experimental, dtype):
     """With split-K on, a deep forward with one output tile runs its slices
-    on the wgmma kernel (then the in-order sum); without sm_90 (an sm_75
-    profile here), or for a misaligned operand, the forward stays on the
-    mma.sync kernels or the portable one."""
+    on the cp.async-fed wgmma kernel (the TMA's tensor maps describe whole
+    operands), then the in-order sum; without sm_90 (an sm_80 profile here),
+    or for a misaligned operand, the forward stays on the mma.sync kernels."""
     x, w, b = aligned(64, 512, dtype), aligned(64, 512, dtype, seed=1, scale=512**-0.5), randn(64, dtype=dtype, seed=2)
     exact = ref.linear_relu(x.double(), w.double(), b.double())
     experimental(WGMMA | SPLIT_K)
@@ -540,10 +552,10 @@ def test_wgmma_forward_splits_and_falls_back(cuda_ops, experimental, dtype):
         cuda_ops.linear_relu(x, w, b)
     finally:
         cuda_ops.emulator_set_device(*previous)
-    assert launched(cuda_ops, "gemm_wgmma_kernel") == []
+    assert launched(cuda_ops) == ["gemm_tensor_core_async_kernel<T>"]
     misaligned = randn(64 * 512 + 1, dtype=dtype)[1:].view(64, 512)
     out = cuda_ops.linear_relu(misaligned, w, b)
-    assert launched(cuda_ops, "gemm_wgmma_kernel") == []
+    assert launched(cuda_ops) == ["gemm_tensor_core_kernel<T>"]
     exact = ref.linear_relu(misaligned.double(), w.double(), b.double())
     assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(misaligned, w, b), exact)
 

@@ -327,8 +327,8 @@ def test_cuda_experimental_kernels_match_the_reference(dtype, shape):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_wgmma_kernel_runs_where_built_for_sm90a(dtype):
     """Built with 9.0a in TORCH_CUDA_ARCH_LIST and run on compute capability
-    9.0, the wgmma switch puts the half-precision forward on the wgmma
-    kernel (the profiler names the kernels that ran), within the rule."""
+    9.0, the wgmma switch puts the half-precision forward on the TMA-fed
+    wgmma kernel (the profiler names the kernels that ran), within the rule."""
     from fastlayers import _library
 
     if torch.cuda.get_device_capability() != (9, 0) or "9.0a" not in _library.CUDA_ARCH_LIST.split(";"):
@@ -339,7 +339,7 @@ def test_cuda_wgmma_kernel_runs_where_built_for_sm90a(dtype):
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             out = FL.linear_relu(x, w, b)
             torch.cuda.synchronize()
-    assert any("gemm_wgmma_kernel" in e.name for e in prof.events()), sorted({e.name for e in prof.events()})
+    assert any("gemm_wgmma_tma_kernel" in e.name for e in prof.events()), sorted({e.name for e in prof.events()})
     expected = ref.linear_relu(x.double(), w.double(), b.double())
     assert rel_error(out, expected) <= low_precision_bound(x, w, b, expected)
 

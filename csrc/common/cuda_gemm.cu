@@ -579,6 +579,93 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArg
 #endif
 }
 
+// The same products fed by the TMA instead (what the wgmma switch runs
+// unless split-K slices the reduction): warp-specialised and persistent.
+// One producer warpgroup, of which one thread issues, per 64-deep stage,
+// the two TMA loads of the A and B boxes (128 rows of 128 bytes, swizzled
+// by the TMA as wgmma reads them) onto the stage's `full` mbarrier; two
+// consumer warpgroups wait on it, run their four wgmmas, and release the
+// stage on its `empty` mbarrier once the products of the stage after it
+// are issued (wgmma_wait<1>). kWgStages stages ring over all of a block's
+// tiles; each block takes tiles blockIdx.x, + gridDim.x, ... (row tiles
+// fastest, so neighbouring blocks share B's tile in L2), and a consumer's
+// epilogue overlaps the producer's loads for the next tile.
+constexpr int kTmaThreads = 384;
+constexpr int kTmaSharedBytes = 2 * kWgStages * kWgTileBytes + 2 * kWgStages * 8 + 1024;  // stages, barriers, alignment
+
+template <typename T>
+__global__ void __launch_bounds__(kTmaThreads, 1)
+    gemm_wgmma_tma_kernel(const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap b_map,
+                          const GemmArgs<T, float> g, int64_t row_tiles, int64_t col_tiles) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(FASTLAYERS_CUDA_EMULATION)
+  extern __shared__ unsigned char wgmma_tma_shared[];
+  unsigned char* const stages = wgmma_tma_shared + ((1024 - shared_address(wgmma_tma_shared) % 1024) % 1024);
+  auto a_stage = [&](int s) { return stages + s * kWgTileBytes; };
+  auto b_stage = [&](int s) { return stages + (kWgStages + s) * kWgTileBytes; };
+  uint64_t* const full = reinterpret_cast<uint64_t*>(stages + 2 * kWgStages * kWgTileBytes);
+  uint64_t* const empty = full + kWgStages;
+  const int tid = threadIdx.x, warpgroup = tid / 128, t = tid % 128;
+  if (tid == 0) {
+    for (int s = 0; s < kWgStages; ++s) {
+      mbarrier_init(&full[s], 1);         // the producer's arrival, plus the loads' bytes
+      mbarrier_init(&empty[s], 2 * 128);  // every consumer thread
+    }
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+  const int64_t tiles = row_tiles * col_tiles, k_tiles = (g.K + kWgBK - 1) / kWgBK;
+
+  if (warpgroup == 0) {
+    if (t != 0) return;  // no barrier below involves the producer warpgroup's other threads
+    int64_t it = 0;      // k tiles issued, over all of this block's tiles
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      const int i0 = static_cast<int>((tile % row_tiles) * kWgBM), j0 = static_cast<int>((tile / row_tiles) * kWgBN);
+      for (int64_t kt = 0; kt < k_tiles; ++kt, ++it) {
+        const int s = static_cast<int>(it % kWgStages);
+        mbarrier_wait(&empty[s], static_cast<unsigned>((it / kWgStages) & 1) ^ 1);
+        mbarrier_arrive_expect_tx(&full[s], 2 * kWgTileBytes);
+        tma_load_2d(a_stage(s), &a_map, static_cast<int>(kt * kWgBK), i0, &full[s]);
+        tma_load_2d(b_stage(s), &b_map, static_cast<int>(kt * kWgBK), j0, &full[s]);
+      }
+    }
+    return;
+  }
+
+  const int consumer = warpgroup - 1;
+  int64_t it = 0;  // k tiles consumed, over all of this block's tiles
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int64_t i0 = (tile % row_tiles) * kWgBM, j0 = (tile / row_tiles) * kWgBN;
+    float acc[64];
+#pragma unroll
+    for (int e = 0; e < 64; ++e) acc[e] = 0.f;
+    int in_use = -1;  // the stage whose products may still be in flight
+    for (int64_t kt = 0; kt < k_tiles; ++kt, ++it) {
+      const int s = static_cast<int>(it % kWgStages);
+      mbarrier_wait(&full[s], static_cast<unsigned>((it / kWgStages) & 1));
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kWgBK / 16; ++ks) {
+        const uint64_t a = wgmma_descriptor_128b(a_stage(s) + consumer * 64 * kWgRowBytes + ks * 32);
+        const uint64_t b = wgmma_descriptor_128b(b_stage(s) + ks * 32);
+        wgmma_m64nNk16<T, kWgBN>(acc, a, b, true);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();  // the previous stage's products are done: release it
+      if (in_use >= 0) mbarrier_arrive(&empty[in_use]);
+      in_use = s;
+    }
+    wgmma_wait<0>();
+    if (in_use >= 0) mbarrier_arrive(&empty[in_use]);
+
+    const int64_t row = i0 + consumer * 64 + 16 * (t / 32) + (t % 32) / 4;
+#pragma unroll
+    for (int e = 0; e < 64; ++e) store_c(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4) + e % 2, acc[e]);
+  }
+#else
+  __trap();  // never launched: the host dispatch runs it only where the sm_90a code is loaded (wgmma_usable)
+#endif
+}
+
 // Whether the wgmma kernel's sm_90a code is what this device runs: a
 // compute capability 9.0 device, and a one-time probe kernel (compiled in
 // the same fatbinary) reports that the loaded code was built for sm_90a.
@@ -615,6 +702,10 @@ bool wgmma_usable(const at::TensorOptions& scratch, cudaStream_t stream) {
                                         kWgSharedBytes));
     C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_kernel<c10::Half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         kWgSharedBytes));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_tma_kernel<c10::BFloat16>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kTmaSharedBytes));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_tma_kernel<c10::Half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kTmaSharedBytes));
     opted_in.fetch_or(bit);
   }
   return true;
@@ -1184,8 +1275,16 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
     default:
       if constexpr (kHalfType<T>) {
         const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
-        if (kernel == TiledKernel::Wgmma) {
+        if (kernel == TiledKernel::Wgmma && slices > 1) {  // the slices' operands are offsets into the tensors
           gemm_wgmma_kernel<T><<<grid, kWgThreads, kWgSharedBytes, stream>>>(g, col_tiles);
+        } else if (kernel == TiledKernel::Wgmma) {
+          CUtensorMap a_map, b_map;
+          encode_tma_2d(&a_map, g.a.data, sizeof(T), g.K, g.M, g.a.rs * sizeof(T), kWgBK, kWgBM);
+          encode_tma_2d(&b_map, g.b.data, sizeof(T), g.K, g.N, g.b.cs * sizeof(T), kWgBK, kWgBN);
+          const int64_t row_tiles = grid.x, tiles = row_tiles * col_tiles;
+          const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(tiles, sms));  // persistent
+          gemm_wgmma_tma_kernel<T>
+              <<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, row_tiles, col_tiles);
         } else if (kernel == TiledKernel::TensorCoreAsync) {
           gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
         } else if (kernel == TiledKernel::TensorCore) {

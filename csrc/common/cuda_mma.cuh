@@ -31,6 +31,10 @@
 #if defined(FASTLAYERS_CUDA_EMULATION)
 #include <cuda_emulation_mma.h>  // tests/cuda_emulation/include: the same functions on the CPU
 #else
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/Exception.h>
+#include <cuda.h>  // CUtensorMap and its enums (the encoder comes from the driver at run time)
+#include <cuda_runtime.h>
 
 namespace fastlayers {
 namespace cuda {
@@ -216,6 +220,103 @@ __device__ __forceinline__ void wgmma_m64nNk16<c10::Half, 128>(float (&d)[64], u
 #else
   __trap();
 #endif
+}
+
+// ------------------------------------------------- sm_90 mbarriers and TMA
+//   mbarrier_init(bar, count): a barrier in shared memory whose phases
+//       complete after `count` arrivals and the transaction bytes expected
+//       in them; fence_mbarrier_init() then a __syncthreads() publish it;
+//   mbarrier_arrive(bar), mbarrier_arrive_expect_tx(bar, bytes): one
+//       arrival (the second also expects `bytes` more to land);
+//   mbarrier_wait(bar, parity): blocks until the phase of that parity has
+//       completed (the phase before the first counts as complete, so a
+//       producer's first wait on an empty stage passes with parity 1);
+//   tma_load_2d(dst, map, c0, c1, bar): the TMA copies the box of tensor
+//       map `map` at (inner c0, outer c1) into `dst` (1024-byte aligned,
+//       128-byte swizzle, zeros past the tensor's edges) and completes its
+//       bytes on `bar`;
+//   encode_tma_2d(map, base, element_bytes, inner, outer, stride, box_inner,
+//       box_outer) (host): a tensor map of a row-major matrix, rows
+//       `stride` bytes apart, boxes of box_outer rows of 128 bytes.
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, unsigned count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(count) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void fence_mbarrier_init() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(shared_address(bar)) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(bar)), "r"(bytes)
+               : "memory");
+#endif
+}
+
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, unsigned parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(shared_address(bar)), "r"(parity)
+        : "memory");
+  }
+#endif
+}
+
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          shared_address(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(shared_address(bar))
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
+inline void encode_tma_2d(CUtensorMap* map, const void* base, int element_bytes, uint64_t inner, uint64_t outer,
+                          uint64_t outer_stride_bytes, uint32_t box_inner, uint32_t box_outer) {
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static const Encode encode = [] {  // from the driver, without linking libcuda
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+    C10_CUDA_CHECK(
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &function, 12000, cudaEnableDefault, &found));
+#else
+    C10_CUDA_CHECK(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &function, cudaEnableDefault, &found));
+#endif
+    TORCH_CHECK(found == cudaDriverEntryPointSuccess && function != nullptr,
+                "fastlayers: the CUDA driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<Encode>(function);
+  }();
+  TORCH_CHECK(element_bytes == 2, "fastlayers: encode_tma_2d takes 16-bit elements");
+  const cuuint64_t dims[2] = {inner, outer}, strides[1] = {outer_stride_bytes};
+  const cuuint32_t box[2] = {box_inner, box_outer}, element_strides[2] = {1, 1};
+  const CUresult result = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void*>(base), dims, strides, box,
+                                 element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  TORCH_CHECK(result == CUDA_SUCCESS, "fastlayers: cuTensorMapEncodeTiled failed with CUresult ", int(result));
 }
 
 }  // namespace cuda

@@ -6,7 +6,8 @@
 //
 // The model: the blocks of a launch run one after another; the threads of a
 // block run as cooperative fibers on one OS thread, switching only at
-// __syncthreads() and at warp collectives (shuffles, ldmatrix, mma), always
+// __syncthreads(), at warp collectives (shuffles, ldmatrix, mma, wgmma) and
+// at mbarrier waits whose phase has not completed, always
 // to the first runnable thread (so warps drift as far apart as the barriers
 // allow, which exposes missing barriers between warps). The
 // emulator is stricter than the hardware where the hardware's behaviour is
@@ -36,6 +37,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -91,9 +93,44 @@ namespace emu {
 constexpr size_t kDefaultSharedBytes = 48 * 1024;  // without cudaFuncSetAttribute
 constexpr size_t kStackBytes = 256 * 1024;
 
+inline thread_local uint64_t block_serial = 0;  // which block of which launch is running
+
+// An mbarrier in shared memory (keyed by its shared address): the arrivals
+// a phase expects, those still missing, the transaction bytes still due,
+// the current phase's parity, and the asynchronous copies that will
+// complete bytes on it when they land (the emulator lands them when no
+// thread of the block can run without them: as late as the hardware may).
+struct MBarrier {
+  int64_t count = 0, pending = 0, tx = 0;
+  unsigned phase = 0;
+  std::vector<std::function<void()>> landing;
+  void complete_if_done() {
+    if (pending == 0 && tx == 0) {
+      phase ^= 1;
+      pending = count;
+    }
+  }
+};
+inline std::map<uint32_t, MBarrier>& mbarriers() {  // this block's
+  static thread_local std::map<uint32_t, MBarrier> all;
+  static thread_local uint64_t serial = 0;
+  if (serial != block_serial) {
+    all.clear();
+    serial = block_serial;
+  }
+  return all;
+}
+inline MBarrier& mbarrier_at(uint32_t address) {
+  auto it = mbarriers().find(address);
+  if (it == mbarriers().end())
+    throw std::runtime_error("CUDA emulation: an mbarrier used before mbarrier.init (shared address " +
+                             std::to_string(address) + ")");
+  return it->second;
+}
+
 class Block {
  public:
-  enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+  enum class State { Ready, AtBlockBarrier, AtWarpBarrier, AtMbarrier, Done };
 
   // Runs `body` once per thread of the block (blockIdx already set).
   void run(const std::function<void()>& body, unsigned threads) {
@@ -134,6 +171,7 @@ class Block {
         continue;
       }
       if (std::all_of(state_.begin(), state_.end(), [](State s) { return s == State::Done; })) return;
+      if (land_async_copies()) continue;  // nothing can run without them: they land now, as late as they may
       throw std::runtime_error(describe_deadlock());
     }
   }
@@ -147,6 +185,14 @@ class Block {
     swapcontext(&contexts_[current_thread_], &scheduler_);
   }
 
+  // Suspends the running thread until the mbarrier at `address` has left
+  // the phase of parity `parity`.
+  void wait_mbarrier(uint32_t address, unsigned parity) {
+    if (waits_.size() < threads_) waits_.resize(threads_);
+    waits_[current_thread_] = {address, parity};
+    wait(State::AtMbarrier);
+  }
+
   // Per-thread slots for warp collectives.
   unsigned char* slot(unsigned t) { return exchange_.data() + size_t(t) * kSlotBytes; }
   void ensure_slots() {
@@ -157,8 +203,23 @@ class Block {
  private:
   static void entry();
 
+  // Lands the asynchronous copies in flight on this block's mbarriers;
+  // whether there were any.
+  static bool land_async_copies() {
+    bool any = false;
+    for (auto& [address, bar] : mbarriers()) {
+      std::vector<std::function<void()>> landing;
+      landing.swap(bar.landing);
+      for (auto& land_copy : landing) land_copy(), any = true;
+    }
+    return any;
+  }
+
   // Releases whichever barriers every thread they concern has reached.
   void release_barriers() {
+    for (unsigned t = 0; t < threads_; ++t)
+      if (state_[t] == State::AtMbarrier && mbarrier_at(waits_[t].first).phase != waits_[t].second)
+        state_[t] = State::Ready;
     for (unsigned w = 0; w * 32 < threads_; ++w) {
       const unsigned lo = w * 32, hi = std::min(threads_, lo + 32);
       bool any = false, all = true, exited = false;
@@ -189,11 +250,14 @@ class Block {
   }
 
   std::string describe_deadlock() const {
-    size_t at_block = 0, at_warp = 0;
-    for (State s : state_) at_block += s == State::AtBlockBarrier, at_warp += s == State::AtWarpBarrier;
+    size_t at_block = 0, at_warp = 0, at_mbarrier = 0;
+    for (State s : state_)
+      at_block += s == State::AtBlockBarrier, at_warp += s == State::AtWarpBarrier,
+          at_mbarrier += s == State::AtMbarrier;
     return "CUDA emulation: block " + block_name() + " cannot make progress: " + std::to_string(at_block) +
            " threads wait at __syncthreads(), " + std::to_string(at_warp) +
-           " at a warp collective whose warp is split between the two";
+           " at a warp collective whose warp is split between the two, " + std::to_string(at_mbarrier) +
+           " on an mbarrier phase that cannot complete";
   }
 
   static std::string block_name() {
@@ -208,6 +272,7 @@ class Block {
   std::vector<ucontext_t> contexts_;
   std::vector<std::unique_ptr<char[]>> stacks_;
   std::vector<unsigned char> exchange_;
+  std::vector<std::pair<uint32_t, unsigned>> waits_;  // a thread's mbarrier wait: (address, parity)
   ucontext_t scheduler_;
   std::exception_ptr error_;
 
@@ -236,7 +301,6 @@ inline void Block::entry() {
 constexpr size_t kSharedAlign = 1024;
 inline thread_local std::vector<unsigned char> dynamic_shared_storage;
 inline thread_local size_t dynamic_shared_bytes = 0;
-inline thread_local uint64_t block_serial = 0;  // which block of which launch is running
 inline unsigned char* dynamic_shared() {
   const uintptr_t p = reinterpret_cast<uintptr_t>(dynamic_shared_storage.data());
   return dynamic_shared_storage.data() + ((kSharedAlign - p % kSharedAlign) % kSharedAlign);

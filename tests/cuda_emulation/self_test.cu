@@ -67,6 +67,29 @@ __global__ void wgmma_without_fence_kernel() {  // one warpgroup; the operands' 
   fastlayers::cuda::wgmma_m64nNk16<c10::BFloat16, 128>(acc, a, b, true);
 }
 
+__global__ void mbarrier_never_completes_kernel() {  // expects two arrivals, gets one
+  __shared__ uint64_t bar;
+  if (threadIdx.x == 0) fastlayers::cuda::mbarrier_init(&bar, 2);
+  __syncthreads();
+  if (threadIdx.x == 0) fastlayers::cuda::mbarrier_arrive(&bar);
+  fastlayers::cuda::mbarrier_wait(&bar, 0);
+}
+
+__global__ void mbarrier_handoff_kernel(int64_t* out) {  // keeps the rules: thread 32 waits for thread 0's word
+  __shared__ uint64_t bar;
+  __shared__ int64_t word;
+  if (threadIdx.x == 0) fastlayers::cuda::mbarrier_init(&bar, 1);
+  __syncthreads();
+  if (threadIdx.x == 32) {
+    fastlayers::cuda::mbarrier_wait(&bar, 0);  // blocks if it runs before thread 0 arrives (the reverse order)
+    *out = word;
+  }
+  if (threadIdx.x == 0) {
+    word = 42;
+    fastlayers::cuda::mbarrier_arrive(&bar);
+  }
+}
+
 __global__ void large_shared_kernel(int64_t* out) {
   extern __shared__ int64_t large[];
   large[threadIdx.x] = threadIdx.x;
@@ -102,6 +125,10 @@ int64_t emulator_self_test(const std::string& name) {
   } else if (name == "shared_above_opt_in") {
     cudaFuncSetAttribute(large_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024);
     large_shared_kernel<<<1, 32, 101 * 1024>>>(result);
+  } else if (name == "mbarrier_never_completes") {
+    mbarrier_never_completes_kernel<<<1, 64>>>();
+  } else if (name == "mbarrier_handoff") {
+    mbarrier_handoff_kernel<<<1, 64>>>(result);
   } else if (name == "wgmma_without_fence") {
     wgmma_without_fence_kernel<<<1, 128>>>();
   } else {

@@ -294,3 +294,91 @@ void wgmma_wait() {
 
 }  // namespace cuda
 }  // namespace fastlayers
+
+// ------------------------------------------------- sm_90 mbarriers and TMA
+// mbarriers (emulator.h's MBarrier: arrivals and transaction bytes per
+// phase, a waiting thread blocked until the phase it waits on completes, a
+// phase that can never complete reported as a deadlock) and the TMA's
+// two-dimensional tiled loads, from a tensor map of the emulator's own
+// layout (the device's is opaque), with the 128-byte swizzle applied to the
+// shared addresses written and zeros outside the tensor. A load lands when
+// no thread of the block can run without it, as late as the hardware may,
+// or with FASTLAYERS_EMULATION_CP_ASYNC=early at once, as early as it may.
+struct CUtensorMap {
+  const unsigned char* base = nullptr;
+  uint64_t inner = 0, outer = 0, outer_stride_bytes = 0;  // elements, rows, bytes between rows
+  uint32_t box_inner = 0, box_outer = 0, element_bytes = 0;
+};
+#define __grid_constant__
+
+namespace fastlayers {
+namespace cuda {
+
+inline void encode_tma_2d(CUtensorMap* map, const void* base, int element_bytes, uint64_t inner, uint64_t outer,
+                          uint64_t outer_stride_bytes, uint32_t box_inner, uint32_t box_outer) {
+  // the driver's checks that matter to the kernels (cuTensorMapEncodeTiled returns an error)
+  if (reinterpret_cast<uintptr_t>(base) % 16 || outer_stride_bytes % 16 || box_inner * element_bytes != 128 ||
+      box_outer == 0 || box_outer > 256)
+    throw std::runtime_error("CUDA emulation: a tensor map the driver would refuse");
+  *map = CUtensorMap{static_cast<const unsigned char*>(base), inner, outer, outer_stride_bytes, box_inner, box_outer,
+                     static_cast<uint32_t>(element_bytes)};
+}
+
+inline void mbarrier_init(uint64_t* bar, unsigned count) {
+  emu::MBarrier& b = emu::mbarriers()[shared_address(bar)];
+  b = emu::MBarrier{};
+  b.count = b.pending = count;
+}
+inline void fence_mbarrier_init() {}
+
+inline void mbarrier_arrive(uint64_t* bar) {
+  emu::MBarrier& b = emu::mbarrier_at(shared_address(bar));
+  if (b.pending == 0) throw std::runtime_error("CUDA emulation: more arrivals on an mbarrier than its phase expects");
+  --b.pending;
+  b.complete_if_done();
+}
+
+inline void mbarrier_arrive_expect_tx(uint64_t* bar, unsigned bytes) {
+  emu::mbarrier_at(shared_address(bar)).tx += bytes;
+  mbarrier_arrive(bar);
+}
+
+inline void mbarrier_wait(uint64_t* bar, unsigned parity) {
+  const uint32_t address = shared_address(bar);
+  if (emu::mbarrier_at(address).phase == (parity & 1)) emu::block().wait_mbarrier(address, parity & 1);
+}
+
+// Starts the load of the box at (inner c0, outer c1) into `dst` (1024-byte
+// aligned shared memory), completing its bytes on `bar`.
+inline void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
+  const uint32_t to = shared_address(dst), bar_address = shared_address(bar);
+  if (to % 1024) throw std::runtime_error("CUDA emulation: a 128-byte-swizzled TMA destination not 1024-byte aligned");
+  const CUtensorMap m = *map;  // the load reads the map when issued
+  auto land_copy = [m, to, c0, c1, bar_address] {
+    const uint32_t row_bytes = m.box_inner * m.element_bytes;
+    for (uint32_t r = 0; r < m.box_outer; ++r)
+      for (uint32_t e = 0; e < m.box_inner; ++e) {
+        const int64_t x = int64_t(c0) + e, y = int64_t(c1) + r;
+        uint32_t address = to + r * row_bytes + e * m.element_bytes;
+        address ^= ((address >> 7) & 7) << 4;
+        unsigned char* out = emu::shared_pointer(address, m.element_bytes);
+        if (x >= 0 && y >= 0 && uint64_t(x) < m.inner && uint64_t(y) < m.outer) {
+          std::memcpy(out, m.base + y * m.outer_stride_bytes + x * m.element_bytes, m.element_bytes);
+        } else {
+          std::memset(out, 0, m.element_bytes);
+        }
+      }
+    emu::MBarrier& b = emu::mbarrier_at(bar_address);
+    b.tx -= int64_t(m.box_inner) * m.box_outer * m.element_bytes;
+    b.complete_if_done();
+  };
+  const char* when = std::getenv("FASTLAYERS_EMULATION_CP_ASYNC");  // as for cp.async: "early" lands it at once
+  if (when && std::string(when) == "early") {
+    land_copy();
+  } else {
+    emu::mbarrier_at(bar_address).landing.push_back(land_copy);
+  }
+}
+
+}  // namespace cuda
+}  // namespace fastlayers
