@@ -411,8 +411,9 @@ def one_sm(cuda_ops):
 
 def launched(cuda_ops, kernel=None):
     """The template arguments of each launch of `kernel` since the last call
-    (no kernel: every launch, by name)."""
-    names = cuda_ops.emulator_launched_kernels()
+    (no kernel: every launch, by name), leaving out the wgmma probe (one
+    launch per process, at the first call that may take wgmma)."""
+    names = [n for n in cuda_ops.emulator_launched_kernels() if n != "wgmma_probe_kernel"]
     if kernel is None:
         return names
     return [n[len(kernel) :] for n in names if n.startswith(kernel + "<") or n == kernel]
@@ -515,16 +516,15 @@ def test_wgmma_forward_matches_float64(cuda_ops, experimental, m, k, n, dtype, s
     w = aligned(n, k, dtype, seed=1, scale=k**-0.5)
     b = randn(n, dtype=dtype, seed=2)
     launched(cuda_ops)
-    before, blocks = counters(cuda_ops)["wgmma"], counters(cuda_ops)["blocks"]
+    before, blocks, launches = (counters(cuda_ops)[c] for c in ("wgmma", "blocks", "launches"))
     for bias in (b, None):
         out = cuda_ops.linear_relu(x, w, bias)
         exact = ref.linear_relu(x.double(), w.double(), None if bias is None else bias.double())
         assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, bias), exact)
     cuda_ops.emulator_set_device(*previous)
     tiles = -(-m // 128) * -(-n // 128)
-    names = launched(cuda_ops)
-    probes = names.count("wgmma_probe_kernel")  # once per process, at the first call: a block of its own
-    assert [n for n in names if n != "wgmma_probe_kernel"] == ["gemm_wgmma_tma_kernel<T>"] * 2
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T>"] * 2
+    probes = counters(cuda_ops)["launches"] - launches - 2  # the probe's one block, if this call was the first
     assert counters(cuda_ops)["blocks"] - blocks - probes == 2 * min(tiles, sms)  # persistent
     assert counters(cuda_ops)["wgmma"] - before == 2 * tiles * 2 * -(-k // 64) * 4
     grad = randn(m, n, dtype=dtype, seed=3)
@@ -558,6 +558,19 @@ def test_wgmma_forward_splits_and_falls_back(cuda_ops, experimental, dtype):
     assert launched(cuda_ops) == ["gemm_tensor_core_kernel<T>"]
     exact = ref.linear_relu(misaligned.double(), w.double(), b.double())
     assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(misaligned, w, b), exact)
+    # one output feature: W's one row may have any stride (13 here), which the TMA's map must not take as is
+    x13, w13, b13 = aligned(130, 13, dtype), randn(1, 13, dtype=dtype, seed=1), randn(1, dtype=dtype, seed=2)
+    assert w13.data_ptr() % 16 == 0
+    out = cuda_ops.linear_relu(x13, w13, b13)
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T>"]
+    exact = ref.linear_relu(x13.double(), w13.double(), b13.double())
+    assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x13, w13, b13), exact)
+    # an empty reduction (no tensor map of zero columns): bias and ReLU alone, on the mma.sync kernel
+    x0, w0 = randn(130, 0, dtype=dtype), randn(24, 0, dtype=dtype, seed=1)
+    b0 = randn(24, dtype=dtype, seed=2)
+    out = cuda_ops.linear_relu(x0, w0, b0)
+    assert not [name for name in launched(cuda_ops) if "wgmma" in name]
+    assert torch.equal(out, torch.relu(b0).expand(130, 24))
 
 
 def linear_relu_grads(x, w, b, grad):

@@ -1207,7 +1207,8 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
       a_layout = a_vector_layout(product), b_layout = b_vector_layout(product);
       if (product.mask.data == nullptr && a_layout == VectorLayout::KMajor && b_layout == VectorLayout::KMajor) {
         // the forward's x and W: cp.async copies, into wgmma's layout where it runs
-        const bool wgmma = product.row_sums == nullptr && cuda_experimental(kWgmma) && wgmma_usable(scratch, stream);
+        const bool wgmma =
+            product.row_sums == nullptr && product.K > 0 && cuda_experimental(kWgmma) && wgmma_usable(scratch, stream);
         kernel = wgmma ? TiledKernel::Wgmma : TiledKernel::TensorCoreAsync;
       } else if (cuda_experimental(kTensorCoreBackward) && a_layout != VectorLayout::None &&
                  b_layout != VectorLayout::None && mask_read_as_a(product, a_layout)) {
@@ -1278,9 +1279,13 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
         if (kernel == TiledKernel::Wgmma && slices > 1) {  // the slices' operands are offsets into the tensors
           gemm_wgmma_kernel<T><<<grid, kWgThreads, kWgSharedBytes, stream>>>(g, col_tiles);
         } else if (kernel == TiledKernel::Wgmma) {
+          // A single row's stride is free (any is a valid layout): the TMA wants a multiple of 16 bytes.
+          auto row_bytes = [&](int64_t rows, int64_t stride) {
+            return rows == 1 ? (g.K * int64_t(sizeof(T)) + 15) / 16 * 16 : stride * int64_t(sizeof(T));
+          };
           CUtensorMap a_map, b_map;
-          encode_tma_2d(&a_map, g.a.data, sizeof(T), g.K, g.M, g.a.rs * sizeof(T), kWgBK, kWgBM);
-          encode_tma_2d(&b_map, g.b.data, sizeof(T), g.K, g.N, g.b.cs * sizeof(T), kWgBK, kWgBN);
+          encode_tma_2d(&a_map, g.a.data, sizeof(T), g.K, g.M, row_bytes(g.M, g.a.rs), kWgBK, kWgBM);
+          encode_tma_2d(&b_map, g.b.data, sizeof(T), g.K, g.N, row_bytes(g.N, g.b.cs), kWgBK, kWgBN);
           const int64_t row_tiles = grid.x, tiles = row_tiles * col_tiles;
           const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(tiles, sms));  // persistent
           gemm_wgmma_tma_kernel<T>

@@ -318,7 +318,8 @@ inline void encode_tma_2d(CUtensorMap* map, const void* base, int element_bytes,
                           uint64_t outer_stride_bytes, uint32_t box_inner, uint32_t box_outer) {
   // the driver's checks that matter to the kernels (cuTensorMapEncodeTiled returns an error)
   if (reinterpret_cast<uintptr_t>(base) % 16 || outer_stride_bytes % 16 || box_inner * element_bytes != 128 ||
-      box_outer == 0 || box_outer > 256)
+      box_outer == 0 || box_outer > 256 || inner == 0 || outer == 0 || inner >= (uint64_t(1) << 32) ||
+      outer >= (uint64_t(1) << 32) || outer_stride_bytes >= (uint64_t(1) << 40))
     throw std::runtime_error("CUDA emulation: a tensor map the driver would refuse");
   *map = CUtensorMap{static_cast<const unsigned char*>(base), inner, outer, outer_stride_bytes, box_inner, box_outer,
                      static_cast<uint32_t>(element_bytes)};
