@@ -500,8 +500,9 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 // lands at chunk c ^ r % 8), kWgStages deep: while a stage's products run,
 // the copies of the stages kWgStages - 2 ahead are in flight, and one
 // stage's products stay in flight while the next are issued (wgmma_wait<1>).
-// Still to come (the issue's design): TMA loads completing on mbarriers, a
-// producer warp, a persistent tile schedule.
+// The switch runs the TMA-fed kernel below instead, except on split-K's
+// slices (operands offset into the tensors, which its tensor maps describe
+// whole).
 constexpr int kWgBM = 128, kWgBN = 128, kWgBK = 64, kWgStages = 5, kWgThreads = 256;
 constexpr int kWgRowBytes = 128;                                     // kWgBK half-precision elements
 constexpr int kWgTileBytes = kWgBM * kWgRowBytes;                    // one operand's stage: 16 KB
@@ -510,6 +511,32 @@ constexpr int kWgSharedBytes = 2 * kWgStages * kWgTileBytes + 1024;  // + room t
 static_assert(kWgBM == kWgBN && kWgBM == 2 * 64 && kWgStages >= 3, "two m64 warpgroups; a stage between load and use");
 static_assert(kWgBK * 2 == kWgRowBytes, "a stage's row is the 128-byte swizzle's width of half-precision k");
 static_assert(kWgChunks * kWgThreads * 16 == kWgTileBytes, "every thread copies whole 16-byte chunks");
+
+// Starts the products of one 64-deep stage (A's and B's 128 rows of 128
+// swizzled bytes) on the 64 rows of warpgroup `warpgroup`: four wgmma, one
+// per 16-deep slice, as one group.
+template <typename T>
+__device__ __forceinline__ void wgmma_stage(float (&acc)[64], const unsigned char* a_stage,
+                                            const unsigned char* b_stage, int warpgroup) {
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kWgBK / 16; ++ks) {
+    const uint64_t a = wgmma_descriptor_128b(a_stage + warpgroup * 64 * kWgRowBytes + ks * 32);
+    const uint64_t b = wgmma_descriptor_128b(b_stage + ks * 32);
+    wgmma_m64nNk16<T, kWgBN>(acc, a, b, true);
+  }
+  wgmma_commit();
+}
+
+// Stores thread t's accumulators of a warpgroup's 64 x 128 outputs from
+// (row0, j0) on, with the epilogue (wgmma's fragment layout: cuda_mma.cuh).
+template <typename T>
+__device__ __forceinline__ void store_wgmma_tile(const GemmArgs<T, float>& g, int64_t row0, int64_t j0, int t,
+                                                 const float (&acc)[64]) {
+  const int64_t row = row0 + 16 * (t / 32) + (t % 32) / 4;
+#pragma unroll
+  for (int e = 0; e < 64; ++e) store_c(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4) + e % 2, acc[e]);
+}
 
 template <typename T>
 __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArgs<T, float> args, int64_t col_tiles) {
@@ -556,23 +583,13 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArg
       __syncthreads();                 // ... everyone's; and every warpgroup is done with tile kt - 2
       issue(kt + kWgStages - 2);       // into tile kt - 2's stage
       const int s = static_cast<int>(kt % kWgStages);
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < kWgBK / 16; ++ks) {
-        const uint64_t a = wgmma_descriptor_128b(a_stage(s) + warpgroup * 64 * kWgRowBytes + ks * 32);
-        const uint64_t b = wgmma_descriptor_128b(b_stage(s) + ks * 32);
-        wgmma_m64nNk16<T, kWgBN>(acc, a, b, true);
-      }
-      wgmma_commit();
+      wgmma_stage<T>(acc, a_stage(s), b_stage(s), warpgroup);
       wgmma_wait<1>();  // tile kt - 1's products are done: its stage may be refilled after the next barrier
     }
     wgmma_wait<0>();
     cp_async_wait<0>();  // the empty groups past the end
     __syncthreads();     // the next column tile's copies reuse the stages
-
-    const int64_t row = i0 + warpgroup * 64 + 16 * (t / 32) + (t % 32) / 4;
-#pragma unroll
-    for (int e = 0; e < 64; ++e) store_c(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4) + e % 2, acc[e]);
+    store_wgmma_tile(g, i0 + warpgroup * 64, j0, t, acc);
   }
 #else
   __trap();  // never launched: the host dispatch runs it only where the sm_90a code is loaded (wgmma_usable)
@@ -642,24 +659,14 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     for (int64_t kt = 0; kt < k_tiles; ++kt, ++it) {
       const int s = static_cast<int>(it % kWgStages);
       mbarrier_wait(&full[s], static_cast<unsigned>((it / kWgStages) & 1));
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < kWgBK / 16; ++ks) {
-        const uint64_t a = wgmma_descriptor_128b(a_stage(s) + consumer * 64 * kWgRowBytes + ks * 32);
-        const uint64_t b = wgmma_descriptor_128b(b_stage(s) + ks * 32);
-        wgmma_m64nNk16<T, kWgBN>(acc, a, b, true);
-      }
-      wgmma_commit();
+      wgmma_stage<T>(acc, a_stage(s), b_stage(s), consumer);
       wgmma_wait<1>();  // the previous stage's products are done: release it
       if (in_use >= 0) mbarrier_arrive(&empty[in_use]);
       in_use = s;
     }
     wgmma_wait<0>();
     if (in_use >= 0) mbarrier_arrive(&empty[in_use]);
-
-    const int64_t row = i0 + consumer * 64 + 16 * (t / 32) + (t % 32) / 4;
-#pragma unroll
-    for (int e = 0; e < 64; ++e) store_c(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4) + e % 2, acc[e]);
+    store_wgmma_tile(g, i0 + consumer * 64, j0, t, acc);
   }
 #else
   __trap();  // never launched: the host dispatch runs it only where the sm_90a code is loaded (wgmma_usable)
