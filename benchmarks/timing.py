@@ -121,7 +121,10 @@ def environment(device):
     info = backends.cpu_info()
     return {
         "torch": torch.__version__,
-        "fastlayers": "built with CUDA" if fastlayers._library.WITH_CUDA else "CPU build",
+        # the GPU targets say whether sm_90a kernels (wgmma) can run at all
+        "fastlayers": f"built with CUDA for {fastlayers._library.CUDA_ARCH_LIST or 'the default targets'}"
+        if fastlayers._library.WITH_CUDA
+        else "CPU build",
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
