@@ -26,13 +26,14 @@ from .timing import bench_main, gpu_us, wall_us
 OPS = torch.ops.fastlayers
 
 # (pass, dtype, (rows, in_features, out_features), target, the experimental
-# kernel that applies): the target is fastlayers ÷ vendor in speed.
+# kernels that apply, one row each): the target is fastlayers ÷ vendor in
+# speed.
 TARGETS = [
-    ("forward", torch.float32, (4096, 4096, 4096), 0.85, "float_warp_tiled"),
-    ("forward", torch.bfloat16, (4096, 4096, 4096), 0.9, "wgmma"),
-    ("forward", torch.bfloat16, (8192, 8192, 8192), 0.9, "wgmma"),
-    ("backward", torch.bfloat16, (4096, 4096, 4096), 0.7, "tensor_core_backward"),
-    ("backward", torch.float32, (4096, 4096, 4096), None, "float_warp_tiled"),
+    ("forward", torch.float32, (4096, 4096, 4096), 0.85, ("float_warp_tiled",)),
+    ("forward", torch.bfloat16, (4096, 4096, 4096), 0.9, ("wgmma",)),
+    ("forward", torch.bfloat16, (8192, 8192, 8192), 0.9, ("wgmma",)),
+    ("backward", torch.bfloat16, (4096, 4096, 4096), 0.7, ("tensor_core_backward", "wgmma")),
+    ("backward", torch.float32, (4096, 4096, 4096), None, ("float_warp_tiled",)),
 ]
 CPU_SCALE = 16
 
@@ -71,7 +72,7 @@ def run(device, quick=False):
     for which, dtype, (m, k, n), target, experimental in TARGETS:
         if device != "cuda":  # the GPU's targets do not apply, nor its experimental kernels
             m, k, n = m // CPU_SCALE, k // CPU_SCALE, n // CPU_SCALE
-            target, experimental = None, None
+            target, experimental = None, ()
         repeats = 10 if quick else 30
         sets = [inputs(device, dtype, m, k, n, seed) for seed in range(2 if device == "cuda" else 1)]
         vendor = time_route(which, sets, "vendor", repeats=repeats)
@@ -83,10 +84,11 @@ def run(device, quick=False):
             "own µs": own,
             "own ÷ vendor": vendor / own,
         }
-        if experimental:
-            exp = time_route(which, sets, "fastlayers", experimental=(experimental,), repeats=repeats)
-            row.update({"exp": experimental, "exp µs": exp, "exp ÷ vendor": vendor / exp})
-        rows.append(row)
+        for kernel in experimental:
+            exp = time_route(which, sets, "fastlayers", experimental=(kernel,), repeats=repeats)
+            rows.append({**row, "exp": kernel, "exp µs": exp, "exp ÷ vendor": vendor / exp})
+        if not experimental:
+            rows.append(row)
         del sets
         if device == "cuda":
             torch.cuda.empty_cache()

@@ -115,19 +115,26 @@ def test_the_wgmma_kernels_build_for_sm90a_into_hgmma_and_tma_without_spills_or_
     bounds (one block per SM: 256 threads, or 384 with the TMA producer)
     without spilling, ptxas warns of nothing (it warns when it has to
     serialise wgmma instructions), and the machine code issues HGMMA, four
-    per 64-deep stage in each kernel, and the TMA's loads (UTMALDG)."""
+    per 64-deep stage in each kernel (the cp.async one, and the TMA one in
+    each operand layout, m/n-major operands marked transposed: tnspA,
+    tnspB), and the TMA's loads (UTMALDG)."""
     output = tmp_path / "cuda_gemm_sm90a.o"
     report = ptxas_report(os.path.join("csrc", "common", "cuda_gemm.cu"), arch="90a", output=output)
     assert report["warnings"] == []
-    for kernel, bound in (("gemm_wgmma_kernel<c10::BFloat16>", 255), ("gemm_wgmma_tma_kernel<c10::BFloat16>", 168)):
+    tma = [f"gemm_wgmma_tma_kernel<c10::BFloat16, {a}, {b}>" for a in ("true", "false") for b in ("true", "false")]
+    for kernel, bound in [("gemm_wgmma_kernel<c10::BFloat16>", 255)] + [(name, 168) for name in tma]:
         registers, spilled = report[kernel]
         assert registers <= bound and spilled == 0, (kernel, registers, spilled)
     tool = cuobjdump()
     if tool is None:
         pytest.skip("no cuobjdump to read the machine code with")
     sass = subprocess.run([tool, "-sass", str(output)], capture_output=True, text=True, check=True).stdout
-    for kind in ("HGMMA.64x128x16.F32.BF16", "HGMMA.64x128x16.F32 "):  # bfloat16, float16
-        assert sass.count(kind) == 2 * 4, (kind, sass.count(kind))
+    hgmma = re.findall(r"HGMMA\.64x128x16\.F32(\.BF16)? R\d+, gdesc\[UR\d+\](\.tnspA)?(\.tnspB)?", sass)
+    for bf16 in ("", ".BF16"):  # float16, bfloat16
+        kinds = [(a, b) for kind, a, b in hgmma if kind == bf16]
+        assert len(kinds) == 5 * 4, (bf16, len(kinds))
+        for transposed in ((".tnspA", ""), ("", ".tnspB"), (".tnspA", ".tnspB")):
+            assert kinds.count(transposed) == 4, (bf16, transposed, kinds.count(transposed))
     assert "UTMALDG" in sass
 
 

@@ -506,9 +506,7 @@ def test_wgmma_forward_matches_float64(cuda_ops, experimental, m, k, n, dtype, s
     as early as the hardware may) on the forward: the TMA-fed persistent
     kernel, with one tile per block or several (fewer SMs: the stage ring
     and its phases carry over from tile to tile), within the half-precision
-    rule, one wgmma per warpgroup per 16-deep slice of each 64-deep stage;
-    the backward's products (a mask, or m/n-contiguous operands) stay on the
-    other kernels."""
+    rule, one wgmma per warpgroup per 16-deep slice of each 64-deep stage."""
     monkeypatch.setenv("FASTLAYERS_EMULATION_CP_ASYNC", copies_land)
     previous = cuda_ops.emulator_set_device(9, 0, sms)
     experimental(WGMMA)
@@ -523,14 +521,10 @@ def test_wgmma_forward_matches_float64(cuda_ops, experimental, m, k, n, dtype, s
         assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, bias), exact)
     cuda_ops.emulator_set_device(*previous)
     tiles = -(-m // 128) * -(-n // 128)
-    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T>"] * 2
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true>"] * 2
     probes = counters(cuda_ops)["launches"] - launches - 2  # the probe's one block, if this call was the first
     assert counters(cuda_ops)["blocks"] - blocks - probes == 2 * min(tiles, sms)  # persistent
     assert counters(cuda_ops)["wgmma"] - before == 2 * tiles * 2 * -(-k // 64) * 4
-    grad = randn(m, n, dtype=dtype, seed=3)
-    cuda_ops.linear_relu_backward_input(grad, out, w)
-    cuda_ops.linear_relu_backward_params(grad, out, x, True)
-    assert not [name for name in launched(cuda_ops) if "wgmma" in name]
 
 
 @pytest.mark.parametrize("dtype", LOW)
@@ -562,7 +556,7 @@ def test_wgmma_forward_splits_and_falls_back(cuda_ops, experimental, dtype):
     x13, w13, b13 = aligned(130, 13, dtype), randn(1, 13, dtype=dtype, seed=1), randn(1, dtype=dtype, seed=2)
     assert w13.data_ptr() % 16 == 0
     out = cuda_ops.linear_relu(x13, w13, b13)
-    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T>"]
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true>"]
     exact = ref.linear_relu(x13.double(), w13.double(), b13.double())
     assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x13, w13, b13), exact)
     # an empty reduction (no tensor map of zero columns): bias and ReLU alone, on the mma.sync kernel
@@ -571,6 +565,97 @@ def test_wgmma_forward_splits_and_falls_back(cuda_ops, experimental, dtype):
     out = cuda_ops.linear_relu(x0, w0, b0)
     assert not [name for name in launched(cuda_ops) if "wgmma" in name]
     assert torch.equal(out, torch.relu(b0).expand(130, 24))
+
+
+# (rows, in_features, out_features) for the wgmma backward: out_features a
+# multiple of 8 (the contiguous output gradient and mask read in vectors);
+# a weight gradient reducing over more stages than the ring holds (390 rows:
+# 7 through 5); one row (the weight gradient's reduction one k deep).
+WGMMA_BACKWARD_SHAPES = [(130, 200, 136), (9, 13, 24), (390, 24, 136), (1, 16, 24)]
+
+
+@pytest.mark.parametrize("m,k,n", WGMMA_BACKWARD_SHAPES)
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("sms,copies_land", [(132, "late"), (1, "early")])
+def test_wgmma_in_all_four_operand_layouts(cuda_ops, experimental, m, k, n, dtype, sms, copies_land, monkeypatch):
+    """The TMA-fed wgmma kernel on every product of the forward and backward
+    (emulated, as above): row-major x and weight give grad_input A k-major
+    with the mask, B n-major, and grad_weight both m/n-major with the row
+    sums (the bias gradient); a column-major x or weight the other layouts.
+    The TMA writes m/n-major tiles as they are and wgmma reads them with its
+    transpose bit; a mask is applied in one copy of the gradient first. Each
+    product is within the half-precision rule and bitwise repeatable."""
+    monkeypatch.setenv("FASTLAYERS_EMULATION_CP_ASYNC", copies_land)
+    previous = cuda_ops.emulator_set_device(9, 0, sms)
+    experimental(WGMMA)
+    w = aligned(n, k, dtype, seed=1, scale=k**-0.5)
+    b = randn(n, dtype=dtype, seed=2)
+    grad = randn(m, n, dtype=dtype, seed=3)
+    masked = "masked_copy_kernel<T>"
+    layouts = {  # x, weight, the launches of forward, grad_input, grad_weight
+        "row-major x and weight": (
+            aligned(m, k, dtype),
+            w,
+            ["<T, true, true>", "<T, true, false>", "<T, false, false>"],
+        ),
+        "column-major x": (aligned(k, m, dtype).t(), w, ["<T, false, true>", "<T, true, false>", "<T, false, true>"]),
+        "column-major weight": (
+            aligned(m, k, dtype),
+            aligned(k, n, dtype, seed=1, scale=k**-0.5).t(),
+            ["<T, true, false>", "<T, true, true>", "<T, false, false>"],
+        ),
+    }
+    try:
+        for what, (x, wi, kernels) in layouts.items():
+            launched(cuda_ops)
+            got, exact, eager = linear_relu_products(cuda_ops, x, wi, b, grad)
+            names = launched(cuda_ops)
+            tma = ["gemm_wgmma_tma_kernel" + kernel for kernel in kernels]
+            forward = "gemm_small_m_kernel<T, Acc>" if m == 1 else tma[0]  # one row: the small-rows kernel
+            expected = [forward, masked, tma[1], masked, tma[2]]
+            assert names == expected, (what, names)
+            check_products(got, exact, eager, dtype, what)
+        again, _, _ = linear_relu_products(cuda_ops, x, wi, b, grad)
+        assert all(torch.equal(a, c) for a, c in zip(got, again)), "not repeatable"
+    finally:
+        cuda_ops.emulator_set_device(*previous)
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_wgmma_backward_leaves_split_and_unaligned_products_to_the_mma_sync_kernels(cuda_ops, experimental, dtype):
+    """With split-K on, a backward product that splits (the weight gradient's
+    one tile, 512 deep) runs on the mma.sync kernels, the other (not split)
+    on wgmma; a gradient whose rows are not 16-byte aligned (out_features 30)
+    never reaches wgmma."""
+    m, k, n = 512, 64, 64
+    x, w, b = aligned(m, k, dtype), aligned(n, k, dtype, seed=1, scale=k**-0.5), randn(n, dtype=dtype, seed=2)
+    grad = randn(m, n, dtype=dtype, seed=3)
+    experimental(WGMMA | SPLIT_K)
+    launched(cuda_ops)
+    got, exact, eager = linear_relu_products(cuda_ops, x, w, b, grad)
+    assert launched(cuda_ops) == [
+        "gemm_wgmma_tma_kernel<T, true, true>",
+        "masked_copy_kernel<T>",
+        "gemm_wgmma_tma_kernel<T, true, false>",
+        "gemm_tensor_core_kernel<T>",
+        "split_k_sum_kernel<T, Acc>",
+    ]
+    check_products(got, exact, eager, dtype, "split")
+    experimental(WGMMA)
+    w30, b30, grad30 = aligned(30, k, dtype, seed=1), randn(30, dtype=dtype, seed=2), randn(m, 30, dtype=dtype, seed=3)
+    got, exact, eager = linear_relu_products(cuda_ops, x, w30, b30, grad30)
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true>"] + ["gemm_tensor_core_kernel<T>"] * 2
+    check_products(got, exact, eager, dtype, "unaligned gradient")
+    # no input features: the weight gradient is empty, its row sums (the bias gradient) are still due
+    x0, w0, b0, grad0 = (
+        randn(1, 0, dtype=dtype),
+        randn(n, 0, dtype=dtype),
+        randn(n, dtype=dtype),
+        randn(1, n, dtype=dtype),
+    )
+    got, exact, eager = linear_relu_products(cuda_ops, x0, w0, b0, grad0)
+    assert not [name for name in launched(cuda_ops) if "wgmma" in name]
+    check_products(got, exact, eager, dtype, "no input features")
 
 
 def linear_relu_grads(x, w, b, grad):

@@ -327,21 +327,36 @@ def test_cuda_experimental_kernels_match_the_reference(dtype, shape):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_wgmma_kernel_runs_where_built_for_sm90a(dtype):
     """Built with 9.0a in TORCH_CUDA_ARCH_LIST and run on compute capability
-    9.0, the wgmma switch puts the half-precision forward on the TMA-fed
-    wgmma kernel (the profiler names the kernels that ran), within the rule."""
+    9.0, the wgmma switch puts the half-precision forward and both backward
+    products on the TMA-fed wgmma kernel, in their three operand layouts (the
+    profiler names the kernels that ran), within the rule."""
     from fastlayers import _library
 
     if torch.cuda.get_device_capability() != (9, 0) or "9.0a" not in _library.CUDA_ARCH_LIST.split(";"):
         pytest.skip(f"needs an sm_90a build (this one: {_library.CUDA_ARCH_LIST!r}) on compute capability 9.0")
-    x, w, b = make((1000, 520), 1030, dtype, "cuda")
-    with backends.cuda_gemm("fastlayers"), backends.cuda_experimental("wgmma"), torch.no_grad():
-        FL.linear_relu(x, w, b)  # the one-time probe
+    x, w, b = make((1000, 520), 1032, dtype, "cuda", requires_grad=True)
+    grad = torch.randn(1000, 1032, device="cuda", dtype=dtype)
+    with backends.cuda_gemm("fastlayers"), backends.cuda_experimental("wgmma"):
+        with torch.no_grad():
+            FL.linear_relu(x, w, b)  # the one-time probe
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             out = FL.linear_relu(x, w, b)
+            gx, gw, gb = torch.autograd.grad(out, (x, w, b), grad)
             torch.cuda.synchronize()
-    assert any("gemm_wgmma_tma_kernel" in e.name for e in prof.events()), sorted({e.name for e in prof.events()})
-    expected = ref.linear_relu(x.double(), w.double(), b.double())
+    names = sorted({e.name for e in prof.events()})
+    type_name = "c10::BFloat16" if dtype == torch.bfloat16 else "c10::Half"
+    for layouts in ("true, true", "true, false", "false, false"):  # forward, grad_input, grad_weight
+        kernel = f"gemm_wgmma_tma_kernel<{type_name}, {layouts}>"
+        assert any(kernel in name for name in names), (kernel, names)
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    expected = ref.linear_relu(x64, w64, b64)
     assert rel_error(out, expected) <= low_precision_bound(x, w, b, expected)
+    expected.backward(grad.double() * (out.double() > 0))  # the kernel's own mask
+    masked = grad * (out > 0).to(dtype)
+    for got, want, low in zip(
+        (gx, gw, gb), (x64.grad, w64.grad, b64.grad), (masked @ w, masked.t() @ x, masked.sum(0))
+    ):
+        assert rel_error(got, want) <= tolerance(dtype, rel_error(low, want))
 
 
 @cuda_only

@@ -9,8 +9,9 @@
 // weight once dominates. Behind the experimental switch (gemm_policy.h, not
 // yet measured on a GPU): split-K over the tiled kernels, a tensor-core
 // kernel for masked or m/n-contiguous operands (the backward's products),
-// a warp-tiled float32 kernel reading 16-byte vectors, and for the
-// half-precision forward on sm_90a, Hopper's warpgroup MMA (wgmma).
+// a warp-tiled float32 kernel reading 16-byte vectors, and for half
+// precision on sm_90a, Hopper's warpgroup MMA (wgmma) fed by the TMA, for the
+// forward's and the backward's operand layouts alike.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -512,18 +513,46 @@ static_assert(kWgBM == kWgBN && kWgBM == 2 * 64 && kWgStages >= 3, "two m64 warp
 static_assert(kWgBK * 2 == kWgRowBytes, "a stage's row is the 128-byte swizzle's width of half-precision k");
 static_assert(kWgChunks * kWgThreads * 16 == kWgTileBytes, "every thread copies whole 16-byte chunks");
 
-// Starts the products of one 64-deep stage (A's and B's 128 rows of 128
-// swizzled bytes) on the 64 rows of warpgroup `warpgroup`: four wgmma, one
-// per 16-deep slice, as one group.
-template <typename T>
+// A stage holds each operand's 128 (m or n) x 64 (k) tile in one of two
+// layouts: K-major, 128 rows of 128 bytes of k (what the forward's x and W
+// give); or M/N-major, two blocks of 64 rows (k) of 128 bytes of m or n
+// (what a transposed operand gives: the backward's), kWgMnBlockBytes apart.
+// The TMA writes either as a whole box or two; wgmma reads either (its
+// transpose bit), so no operand is ever transposed on the way.
+constexpr int kWgMnBlockBytes = kWgBK * kWgRowBytes;
+static_assert(2 * kWgMnBlockBytes == kWgTileBytes, "an M/N-major tile is two blocks of 64 m or n");
+
+// The descriptor of the 64 rows (m or n) from mn0 and the 16-deep k slice
+// ks of a stage's operand tile.
+template <bool kKMajor>
+__device__ __forceinline__ uint64_t stage_descriptor(const unsigned char* tile, int mn0, int ks) {
+  if constexpr (kKMajor) {
+    return wgmma_descriptor_128b(tile + mn0 * kWgRowBytes + ks * 32);
+  } else {
+    return wgmma_descriptor_128b_mn_major(tile + (mn0 / 64) * kWgMnBlockBytes + ks * 16 * kWgRowBytes, kWgMnBlockBytes);
+  }
+}
+
+// The element (mn, k) of a stage's operand tile, as the swizzle placed it.
+template <typename T, bool kKMajor>
+__device__ __forceinline__ float stage_element(const unsigned char* tile, int mn, int k) {
+  auto swizzled = [](int row, int byte) { return row * kWgRowBytes + (byte ^ ((row % 8) * 16)); };
+  const int offset = kKMajor ? swizzled(mn, k * int(sizeof(T)))
+                             : (mn / 64) * kWgMnBlockBytes + swizzled(k, (mn % 64) * int(sizeof(T)));
+  return static_cast<float>(*reinterpret_cast<const T*>(tile + offset));
+}
+
+// Starts the products of one 64-deep stage on the 64 rows of warpgroup
+// `warpgroup`: four wgmma, one per 16-deep slice, as one group.
+template <typename T, bool kAKMajor = true, bool kBKMajor = true>
 __device__ __forceinline__ void wgmma_stage(float (&acc)[64], const unsigned char* a_stage,
                                             const unsigned char* b_stage, int warpgroup) {
   wgmma_fence();
 #pragma unroll
   for (int ks = 0; ks < kWgBK / 16; ++ks) {
-    const uint64_t a = wgmma_descriptor_128b(a_stage + warpgroup * 64 * kWgRowBytes + ks * 32);
-    const uint64_t b = wgmma_descriptor_128b(b_stage + ks * 32);
-    wgmma_m64nNk16<T, kWgBN>(acc, a, b, true);
+    const uint64_t a = stage_descriptor<kAKMajor>(a_stage, warpgroup * 64, ks);
+    const uint64_t b = stage_descriptor<kBKMajor>(b_stage, 0, ks);
+    wgmma_m64nNk16<T, kWgBN, !kAKMajor, !kBKMajor>(acc, a, b, true);
   }
   wgmma_commit();
 }
@@ -597,20 +626,37 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArg
 }
 
 // The same products fed by the TMA instead (what the wgmma switch runs
-// unless split-K slices the reduction): warp-specialised and persistent.
-// One producer warpgroup, of which one thread issues, per 64-deep stage,
-// the two TMA loads of the A and B boxes (128 rows of 128 bytes, swizzled
-// by the TMA as wgmma reads them) onto the stage's `full` mbarrier; two
-// consumer warpgroups wait on it, run their four wgmmas, and release the
-// stage on its `empty` mbarrier once the products of the stage after it
-// are issued (wgmma_wait<1>). kWgStages stages ring over all of a block's
-// tiles; each block takes tiles blockIdx.x, + gridDim.x, ... (row tiles
-// fastest, so neighbouring blocks share B's tile in L2), and a consumer's
-// epilogue overlaps the producer's loads for the next tile.
+// unless split-K slices the reduction), for operands in either layout
+// (kAKMajor, kBKMajor: K-major, else M/N-major), with row sums; a mask is
+// applied before (gemm() hands it the masked copy). Warp-specialised and
+// persistent: one producer warpgroup, of which one thread issues, per
+// 64-deep stage, the TMA loads of the A and B tiles (swizzled by the TMA as
+// wgmma reads them) onto the stage's `full` mbarrier; two consumer
+// warpgroups wait on it, run their four wgmmas, and release the stage on its
+// `empty` mbarrier once the products of the stage after it are issued
+// (wgmma_wait<1>). kWgStages stages ring over all of a block's tiles; each
+// block takes tiles blockIdx.x, + gridDim.x, ... (row tiles fastest, so
+// neighbouring blocks share B's tile in L2), and a consumer's epilogue
+// overlaps the producer's loads for the next tile. On column tile 0 the
+// consumers also sum their A rows from the stages (the row sums).
 constexpr int kTmaThreads = 384;
 constexpr int kTmaSharedBytes = 2 * kWgStages * kWgTileBytes + 2 * kWgStages * 8 + 1024;  // stages, barriers, alignment
 
-template <typename T>
+// The TMA loads of an operand's tile (k tile kt, rows from mn0) into `tile`:
+// one box of 128 rows of 64 k, or two of 64 k-rows of 64 m or n.
+template <bool kKMajor>
+__device__ __forceinline__ void tma_load_tile(unsigned char* tile, const CUtensorMap* map, int64_t kt, int mn0,
+                                              uint64_t* bar) {
+  const int k0 = static_cast<int>(kt * kWgBK);
+  if constexpr (kKMajor) {
+    tma_load_2d(tile, map, k0, mn0, bar);
+  } else {
+    tma_load_2d(tile, map, mn0, k0, bar);
+    tma_load_2d(tile + kWgMnBlockBytes, map, mn0 + 64, k0, bar);
+  }
+}
+
+template <typename T, bool kAKMajor, bool kBKMajor>
 __global__ void __launch_bounds__(kTmaThreads, 1)
     gemm_wgmma_tma_kernel(const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap b_map,
                           const GemmArgs<T, float> g, int64_t row_tiles, int64_t col_tiles) {
@@ -641,31 +687,45 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
         const int s = static_cast<int>(it % kWgStages);
         mbarrier_wait(&empty[s], static_cast<unsigned>((it / kWgStages) & 1) ^ 1);
         mbarrier_arrive_expect_tx(&full[s], 2 * kWgTileBytes);
-        tma_load_2d(a_stage(s), &a_map, static_cast<int>(kt * kWgBK), i0, &full[s]);
-        tma_load_2d(b_stage(s), &b_map, static_cast<int>(kt * kWgBK), j0, &full[s]);
+        tma_load_tile<kAKMajor>(a_stage(s), &a_map, kt, i0, &full[s]);
+        tma_load_tile<kBKMajor>(b_stage(s), &b_map, kt, j0, &full[s]);
       }
     }
     return;
   }
 
   const int consumer = warpgroup - 1;
+  // The row sums: thread t adds row sum_row of its warpgroup's 64 over the
+  // k half sum_half of each stage; the two halves meet by a shuffle.
+  const int sum_row = consumer * 64 + (t / 32) * 16 + t % 16, sum_half = (t % 32) / 16;
   int64_t it = 0;  // k tiles consumed, over all of this block's tiles
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int64_t i0 = (tile % row_tiles) * kWgBM, j0 = (tile / row_tiles) * kWgBN;
+    const bool want_sums = g.row_sums != nullptr && j0 == 0;
     float acc[64];
 #pragma unroll
     for (int e = 0; e < 64; ++e) acc[e] = 0.f;
+    float row_sum = 0.f;
     int in_use = -1;  // the stage whose products may still be in flight
     for (int64_t kt = 0; kt < k_tiles; ++kt, ++it) {
       const int s = static_cast<int>(it % kWgStages);
       mbarrier_wait(&full[s], static_cast<unsigned>((it / kWgStages) & 1));
-      wgmma_stage<T>(acc, a_stage(s), b_stage(s), consumer);
+      wgmma_stage<T, kAKMajor, kBKMajor>(acc, a_stage(s), b_stage(s), consumer);
+      if (want_sums) {  // while the products run; the stage stays until released below
+#pragma unroll 8
+        for (int k = sum_half * kWgBK / 2; k < (sum_half + 1) * kWgBK / 2; ++k)
+          row_sum += stage_element<T, kAKMajor>(a_stage(s), sum_row, k);
+      }
       wgmma_wait<1>();  // the previous stage's products are done: release it
       if (in_use >= 0) mbarrier_arrive(&empty[in_use]);
       in_use = s;
     }
     wgmma_wait<0>();
     if (in_use >= 0) mbarrier_arrive(&empty[in_use]);
+    if (want_sums) {
+      row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 16);
+      if (sum_half == 0 && i0 + sum_row < g.M) store_row_sum(g, i0 + sum_row, row_sum);
+    }
     store_wgmma_tile(g, i0 + consumer * 64, j0, t, acc);
   }
 #else
@@ -684,6 +744,13 @@ __global__ void wgmma_probe_kernel(int* compiled_for_sm90a) {
 #else
   *compiled_for_sm90a = 0;
 #endif
+}
+
+template <typename T>
+void opt_in_tma_kernels() {
+  for (auto kernel : {gemm_wgmma_tma_kernel<T, true, true>, gemm_wgmma_tma_kernel<T, true, false>,
+                      gemm_wgmma_tma_kernel<T, false, true>, gemm_wgmma_tma_kernel<T, false, false>})
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kTmaSharedBytes));
 }
 
 bool wgmma_usable(const at::TensorOptions& scratch, cudaStream_t stream) {
@@ -709,10 +776,8 @@ bool wgmma_usable(const at::TensorOptions& scratch, cudaStream_t stream) {
                                         kWgSharedBytes));
     C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_kernel<c10::Half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         kWgSharedBytes));
-    C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_tma_kernel<c10::BFloat16>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kTmaSharedBytes));
-    C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_tma_kernel<c10::Half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        kTmaSharedBytes));
+    opt_in_tma_kernels<c10::BFloat16>();
+    opt_in_tma_kernels<c10::Half>();
     opted_in.fetch_or(bit);
   }
   return true;
@@ -1142,6 +1207,21 @@ __global__ void split_k_sum_kernel(const GemmArgs<T, Acc> g, const Acc* partial,
   }
 }
 
+// The masked operand the TMA kernel reads in place of A and its mask: A's
+// entries where the mask is on, else 0, written densely in A's own vector
+// layout (`a` and `mask` read along it, mask laid out as A), rows `ld`
+// elements apart (a multiple of 8: 16-byte aligned rows, as the TMA wants).
+template <typename T>
+__global__ void masked_copy_kernel(const VectorSource<T> a, const VectorSource<T> mask, T* out, int64_t ld) {
+  const int64_t per_row = ld / kPerVector<T>, total = a.across_extent * per_row;
+  for (int64_t v = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; v < total;
+       v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t across = v / per_row, along = (v % per_row) * kPerVector<T>;
+    *reinterpret_cast<uint4*>(out + across * ld + along) =
+        apply_mask<T>(load_vector(a, across, along), load_vector(mask, across, along));
+  }
+}
+
 // Whether the tensor-core kernels run as sm_80+ code here: the device is
 // Ampere or later and the code it runs was compiled for it (a build for an
 // older virtual architecture, JIT-compiled, would reach their __trap()).
@@ -1190,6 +1270,61 @@ bool mask_read_as_a(const GemmArgs<T, Acc>& g, VectorLayout a_layout) {
                                     vector_layout(g.mask.data, g.mask.rs, g.mask.cs, g.M, g.K) == a_layout);
 }
 
+// Launches the TMA-fed wgmma kernel on `g` (no split, K > 0, both operands
+// in a vector layout, the mask laid out as A): first, if there is a mask,
+// the masked copy of A; then the tensor maps (an operand's rows along its
+// contiguous dimension, boxes of 128 bytes of it) and one persistent block
+// per SM at most.
+template <typename T>
+void launch_wgmma_tma(GemmArgs<T, float> g, VectorLayout a_layout, VectorLayout b_layout, int64_t row_tiles,
+                      int64_t col_tiles, int sms, const at::TensorOptions& scratch, cudaStream_t stream) {
+  const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
+  at::Tensor masked;  // lives until the kernel is queued; the caching allocator orders its reuse on the stream
+  if (g.mask.data) {
+    const VectorSource<T> a_src =
+        a_k ? VectorSource<T>{g.a.data, g.a.rs, g.M, g.K} : VectorSource<T>{g.a.data, g.a.cs, g.K, g.M};
+    VectorSource<T> m_src = a_src;
+    m_src.data = g.mask.data;
+    const int64_t ld = (a_src.along_extent + kPerVector<T> - 1) / kPerVector<T> * kPerVector<T>;
+    masked = at::empty({a_src.across_extent * ld}, scratch.dtype(c10::CppTypeToScalarType<T>::value));
+    T* out = masked.data_ptr<T>();
+    constexpr int kCopyThreads = 256;
+    const int64_t vectors = a_src.across_extent * (ld / kPerVector<T>);
+    const unsigned blocks =
+        static_cast<unsigned>(std::min<int64_t>((vectors + kCopyThreads - 1) / kCopyThreads, int64_t(sms) * 16));
+    masked_copy_kernel<T><<<blocks, kCopyThreads, 0, stream>>>(a_src, m_src, out, ld);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    g.a = a_k ? StridedMatrix<T>{out, ld, 1} : StridedMatrix<T>{out, 1, ld};
+    g.mask = StridedMatrix<T>{};
+  }
+  // Rows of the tensor map run along k (K-major) or along m/n; a single row's
+  // stride is free (any is a valid layout): the TMA wants a multiple of 16 bytes.
+  auto encode = [&](CUtensorMap* map, const T* data, bool k_major, int64_t mn, int64_t mn_stride, int64_t k_stride) {
+    const int64_t rows = k_major ? mn : g.K, inner = k_major ? g.K : mn;
+    const int64_t stride =
+        rows == 1 ? (inner * int64_t(sizeof(T)) + 15) / 16 * 16 : (k_major ? mn_stride : k_stride) * int64_t(sizeof(T));
+    if (k_major) {
+      encode_tma_2d(map, data, sizeof(T), inner, rows, stride, kWgBK, kWgBM);
+    } else {
+      encode_tma_2d(map, data, sizeof(T), inner, rows, stride, kWgRowBytes / sizeof(T), kWgBK);
+    }
+  };
+  CUtensorMap a_map, b_map;
+  encode(&a_map, g.a.data, a_k, g.M, g.a.rs, g.a.cs);
+  encode(&b_map, g.b.data, b_k, g.N, g.b.cs, g.b.rs);
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(row_tiles * col_tiles, sms));
+  const int64_t r = row_tiles, c = col_tiles;
+  if (a_k && b_k) {
+    gemm_wgmma_tma_kernel<T, true, true><<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, r, c);
+  } else if (a_k) {
+    gemm_wgmma_tma_kernel<T, true, false><<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, r, c);
+  } else if (b_k) {
+    gemm_wgmma_tma_kernel<T, false, true><<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, r, c);
+  } else {
+    gemm_wgmma_tma_kernel<T, false, false><<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, r, c);
+  }
+}
+
 }  // namespace
 
 template <typename T, typename Acc>
@@ -1212,13 +1347,21 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
   if constexpr (kHalfType<T>) {
     if (tensor_cores_usable<T>()) {
       a_layout = a_vector_layout(product), b_layout = b_vector_layout(product);
-      if (product.mask.data == nullptr && a_layout == VectorLayout::KMajor && b_layout == VectorLayout::KMajor) {
-        // the forward's x and W: cp.async copies, into wgmma's layout where it runs
-        const bool wgmma =
-            product.row_sums == nullptr && product.K > 0 && cuda_experimental(kWgmma) && wgmma_usable(scratch, stream);
-        kernel = wgmma ? TiledKernel::Wgmma : TiledKernel::TensorCoreAsync;
-      } else if (cuda_experimental(kTensorCoreBackward) && a_layout != VectorLayout::None &&
-                 b_layout != VectorLayout::None && mask_read_as_a(product, a_layout)) {
+      const bool forward_layout =
+          product.mask.data == nullptr && a_layout == VectorLayout::KMajor && b_layout == VectorLayout::KMajor;
+      const bool vectors =
+          a_layout != VectorLayout::None && b_layout != VectorLayout::None && mask_read_as_a(product, a_layout);
+      // wgmma: the TMA kernel takes every vector layout, a mask (through a
+      // masked copy) and row sums, but no empty operand (a tensor map has no
+      // zero extent); split-K's slices go to the cp.async one, which takes
+      // the forward's layout alone.
+      const bool splits = split_k_slice(tiles_of(kWgBM, kWgBN), product.K, sms) < product.K;
+      if (vectors && product.K > 0 && product.N > 0 && (!splits || (forward_layout && product.row_sums == nullptr)) &&
+          cuda_experimental(kWgmma) && wgmma_usable(scratch, stream)) {
+        kernel = TiledKernel::Wgmma;
+      } else if (forward_layout) {  // the forward's x and W: cp.async copies
+        kernel = TiledKernel::TensorCoreAsync;
+      } else if (cuda_experimental(kTensorCoreBackward) && vectors) {
         kernel = TiledKernel::TensorCoreStaged;
       } else {
         kernel = TiledKernel::TensorCore;
@@ -1286,17 +1429,7 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
         if (kernel == TiledKernel::Wgmma && slices > 1) {  // the slices' operands are offsets into the tensors
           gemm_wgmma_kernel<T><<<grid, kWgThreads, kWgSharedBytes, stream>>>(g, col_tiles);
         } else if (kernel == TiledKernel::Wgmma) {
-          // A single row's stride is free (any is a valid layout): the TMA wants a multiple of 16 bytes.
-          auto row_bytes = [&](int64_t rows, int64_t stride) {
-            return rows == 1 ? (g.K * int64_t(sizeof(T)) + 15) / 16 * 16 : stride * int64_t(sizeof(T));
-          };
-          CUtensorMap a_map, b_map;
-          encode_tma_2d(&a_map, g.a.data, sizeof(T), g.K, g.M, row_bytes(g.M, g.a.rs), kWgBK, kWgBM);
-          encode_tma_2d(&b_map, g.b.data, sizeof(T), g.K, g.N, row_bytes(g.N, g.b.cs), kWgBK, kWgBN);
-          const int64_t row_tiles = grid.x, tiles = row_tiles * col_tiles;
-          const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(tiles, sms));  // persistent
-          gemm_wgmma_tma_kernel<T>
-              <<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, row_tiles, col_tiles);
+          launch_wgmma_tma(g, a_layout, b_layout, grid.x, col_tiles, sms, scratch, stream);
         } else if (kernel == TiledKernel::TensorCoreAsync) {
           gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
         } else if (kernel == TiledKernel::TensorCore) {

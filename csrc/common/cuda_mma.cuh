@@ -27,6 +27,7 @@
 #include <c10/util/Half.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #if defined(FASTLAYERS_CUDA_EMULATION)
 #include <cuda_emulation_mma.h>  // tests/cuda_emulation/include: the same functions on the CPU
@@ -121,10 +122,12 @@ __device__ __forceinline__ void cp_async_wait() {
 //
 //   wgmma_fence(): before a warpgroup's first wgmma, and again after each
 //       wait (the accumulators were touched);
-//   wgmma_m64nNk16<T, N>(d, a, b, accumulate): the 128 threads of a
-//       warpgroup start d[64xN] = a[64x16] * b[16xN] (+ d if accumulate),
-//       a and b in shared memory, both K-major, given by matrix descriptors
-//       (wgmma_descriptor below); float accumulators, d[j] of thread t at
+//   wgmma_m64nNk16<T, N, kAMnMajor, kBMnMajor>(d, a, b, accumulate): the
+//       128 threads of a warpgroup start d[64xN] = a[64x16] * b[16xN] (+ d
+//       if accumulate), a and b in shared memory, given by matrix
+//       descriptors (wgmma_descriptor_* below), each K-major (the default)
+//       or M/N-major (the instruction's transpose bit); float accumulators,
+//       d[j] of thread t at
 //       row 16 (t / 32 % 4) + t % 32 / 4 + 8 ((j % 4) / 2), column
 //       8 (j / 4) + 2 (t % 4) + j % 2;
 //   wgmma_commit(): closes the warpgroup's group of started products;
@@ -163,11 +166,9 @@ __device__ __forceinline__ void wgmma_wait() {
 #endif
 }
 
-template <typename T, int N>
-__device__ __forceinline__ void wgmma_m64nNk16(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate);
-
 // wgmma m64n128k16 with float accumulators and both operands from shared
-// memory, for the PTX element type `type` ("bf16" or "f16").
+// memory, for the PTX element type `type` ("bf16" or "f16"); operands 67 and
+// 68 are the transpose immediates (1: the operand is M/N-major).
 #define FASTLAYERS_WGMMA_M64N128K16(type)                                                                           \
   asm volatile(                                                                                                     \
       "{\n"                                                                                                         \
@@ -179,7 +180,7 @@ __device__ __forceinline__ void wgmma_m64nNk16(float (&d)[N / 2], uint64_t a, ui
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                            \
       "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                            \
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "                           \
-      "%64, %65, p, 1, 1, 0, 0;\n"                                                                                  \
+      "%64, %65, p, 1, 1, %67, %68;\n"                                                                              \
       "}\n"                                                                                                         \
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),      \
@@ -189,23 +190,18 @@ __device__ __forceinline__ void wgmma_m64nNk16(float (&d)[N / 2], uint64_t a, ui
         "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),     \
         "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),     \
         "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                   \
-      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)), "n"(int(kAMnMajor)), "n"(int(kBMnMajor)))
 
-template <>
-__device__ __forceinline__ void wgmma_m64nNk16<c10::BFloat16, 128>(float (&d)[64], uint64_t a, uint64_t b,
-                                                                   bool accumulate) {
+template <typename T, int N, bool kAMnMajor = false, bool kBMnMajor = false>
+__device__ __forceinline__ void wgmma_m64nNk16(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) {
+  static_assert(N == 128, "the device build has the n128 shape only");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  FASTLAYERS_WGMMA_M64N128K16("bf16");
-#else
-  __trap();
-#endif
-}
-
-template <>
-__device__ __forceinline__ void wgmma_m64nNk16<c10::Half, 128>(float (&d)[64], uint64_t a, uint64_t b,
-                                                               bool accumulate) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  FASTLAYERS_WGMMA_M64N128K16("f16");
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    FASTLAYERS_WGMMA_M64N128K16("bf16");
+  } else {
+    static_assert(std::is_same_v<T, c10::Half>, "wgmma takes half or bfloat16 here");
+    FASTLAYERS_WGMMA_M64N128K16("f16");
+  }
 #else
   __trap();
 #endif
@@ -316,20 +312,33 @@ inline void encode_tma_2d(CUtensorMap* map, const void* base, int element_bytes,
 namespace fastlayers {
 namespace cuda {
 
-// A wgmma matrix descriptor (one encoding for the device and the emulator,
-// which decodes it) for a K-major operand tile in shared memory whose rows
-// are 128 bytes of k (64 half-precision elements), stored with the 128-byte
-// swizzle: the 16-byte chunk c of row r at r * 128 + ((c ^ r % 8) * 16), 8-row
-// atoms 1024 bytes apart, the tile 1024-byte aligned. `start` is the tile
-// plus the byte offset of the 16-deep k slice the product reads (0, 32, 64,
-// 96): the hardware applies the swizzle to the address it computes from it.
-// Fields: start address >> 4 (bits 0-13), leading byte offset >> 4 (16-29;
-// unused by this layout, 1 by convention), stride byte offset >> 4 (32-45:
-// 1024, between 8-row atoms), base offset 0 (49-51), swizzle mode 1 =
-// 128-byte (62-63).
+// wgmma matrix descriptors (one encoding for the device and the emulator,
+// which decodes them) for operand tiles in shared memory stored with the
+// 128-byte swizzle: in every 1024-byte atom of 8 rows of 128 bytes, the
+// 16-byte chunk c of row r sits at r * 128 + ((c ^ r % 8) * 16); tiles are
+// 1024-byte aligned, and the hardware applies the swizzle to the address it
+// computes from `start`. Fields: start address >> 4 (bits 0-13), leading
+// byte offset >> 4 (16-29), stride byte offset >> 4 (32-45), base offset 0
+// (49-51), swizzle mode 1 = 128-byte (62-63).
+//
+// K-major: a row holds 64 half-precision elements of k for one m (or n),
+// atoms follow each other along m (stride offset 1024; the leading one is
+// unused, 1 by convention); `start` is the tile plus the byte offset of the
+// 16-deep k slice read (0, 32, 64, 96).
 __device__ __forceinline__ uint64_t wgmma_descriptor_128b(const void* start) {
   const uint64_t address = shared_address(start);
   return ((address & 0x3ffff) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+// M/N-major: a row holds 64 elements of m (or n) for one k, so an atom is 8
+// k's of 64 m's; atoms follow each other along k (stride offset 1024), and
+// the next 64 m's start `mn_block_bytes` further (leading offset); `start`
+// is the tile plus the byte offset of the k slice read (16 rows: 2048 per
+// 16-deep slice).
+__device__ __forceinline__ uint64_t wgmma_descriptor_128b_mn_major(const void* start, uint32_t mn_block_bytes) {
+  const uint64_t address = shared_address(start);
+  return ((address & 0x3ffff) >> 4) | (uint64_t((mn_block_bytes >> 4) & 0x3fff) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
 }
 
 }  // namespace cuda

@@ -162,8 +162,8 @@ void cp_async_wait() {
 }  // namespace fastlayers
 
 // ------------------------------------------------------------ sm_90a wgmma
-// wgmma.mma_async m64nNk16 with both operands in shared memory, K-major,
-// described by matrix descriptors (decoded here from the bits the device
+// wgmma.mma_async m64nNk16 with both operands in shared memory, each K-major
+// or M/N-major (the transpose bits), described by matrix descriptors (decoded here from the bits the device
 // sees: start address, leading and stride byte offsets, base offset,
 // swizzle mode), float accumulators in the PTX ISA's fragment layout. As on
 // the hardware, an instruction only starts the product: it is computed when
@@ -187,7 +187,7 @@ struct PendingWgmma {
   float* d;
   int n;  // N of m64nNk16: d has n / 2 elements
   uint64_t a, b;
-  bool accumulate, bfloat16;
+  bool accumulate, bfloat16, a_mn_major, b_mn_major;
 };
 
 struct ThreadWgmma {
@@ -211,16 +211,27 @@ inline ThreadWgmma& thread_wgmma() {
   return mine;
 }
 
-// The element (row, k) of a K-major operand (row: m for A, n for B) that a
-// descriptor describes, `bytes` bytes per element.
-inline const unsigned char* wgmma_element(uint64_t desc, int row, int k, int bytes) {
+// The element (row, k) of an operand (row: m for A, n for B) that a
+// descriptor describes, `bytes` bytes per element, stored K-major or M/N-major
+// in the PTX ISA's canonical layouts.
+inline const unsigned char* wgmma_element(uint64_t desc, int row, int k, int bytes, bool mn_major) {
   const uint64_t start = (desc & 0x3fff) << 4, lbo = ((desc >> 16) & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
   const uint64_t base_offset = (desc >> 49) & 7, swizzle = desc >> 62;
   if (base_offset != 0)
     throw std::runtime_error("CUDA emulation: wgmma descriptors with a base offset are not emulated");
   const uint64_t kb = uint64_t(k) * bytes;  // byte offset along k
   uint64_t address;
-  if (swizzle == 0) {  // 8x16-byte core matrices: rows 16 bytes apart, LBO along k, SBO along m/n
+  if (mn_major) {
+    const uint64_t rb = uint64_t(row) * bytes;  // byte offset along m/n
+    if (swizzle == 0) {  // 16-byte core-matrix rows of m/n, one per k: SBO between them along m/n, LBO along k
+      address = start + (rb / 16) * sbo + rb % 16 + (k % 8) * 16 + (k / 8) * lbo;
+    } else if (swizzle == 1) {  // 128-byte rows of m/n, one per k; 8-row atoms SBO apart along k, LBO along m/n
+      address = start + (rb / 128) * lbo + (k / 8) * sbo + (k % 8) * 128 + rb % 128;
+      address ^= ((address >> 7) & 7) << 4;
+    } else {
+      throw std::runtime_error("CUDA emulation: wgmma's 32- and 64-byte swizzles are not emulated");
+    }
+  } else if (swizzle == 0) {  // 8x16-byte core matrices: rows 16 bytes apart, LBO along k, SBO along m/n
     address = start + (row / 8) * sbo + (row % 8) * 16 + (kb / 16) * lbo + kb % 16;
   } else if (swizzle == 1) {  // 128-byte rows, 8-row atoms SBO apart, 16-byte chunks XOR the row within the atom
     address = start + (row / 8) * sbo + (row % 8) * 128 + kb;
@@ -237,7 +248,7 @@ inline void wgmma_fence() {
   emu::warp_barrier();
 }
 
-template <typename T, int N>
+template <typename T, int N, bool kAMnMajor = false, bool kBMnMajor = false>
 void wgmma_m64nNk16(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) {
   static_assert(std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>);
   static_assert(N % 8 == 0 && N >= 8 && N <= 256);
@@ -246,7 +257,7 @@ void wgmma_m64nNk16(float (&d)[N / 2], uint64_t a, uint64_t b, bool accumulate) 
   ThreadWgmma& mine = thread_wgmma();
   if (!mine.fenced) throw std::runtime_error("CUDA emulation: wgmma without a wgmma.fence since the last wait");
   if (emu::block().thread() % 128 == 0) ++emu::counters().wgmma;
-  mine.open.push_back({d, N, a, b, accumulate, std::is_same_v<T, c10::BFloat16>});
+  mine.open.push_back({d, N, a, b, accumulate, std::is_same_v<T, c10::BFloat16>, kAMnMajor, kBMnMajor});
   emu::warp_barrier();
 }
 
@@ -262,17 +273,17 @@ inline void wgmma_commit() {
 // 8 (j / 4) + 2 (lane % 4) + j % 2.
 inline void complete(const PendingWgmma& op) {
   const unsigned t = emu::block().thread(), warp = (t / 32) % 4, lane = t % 32;
-  auto element = [&](uint64_t desc, int row, int k) {
+  auto element = [&](uint64_t desc, int row, int k, bool mn_major) {
     uint16_t bits;
-    std::memcpy(&bits, wgmma_element(desc, row, k, 2), 2);
+    std::memcpy(&bits, wgmma_element(desc, row, k, 2, mn_major), 2);
     return op.bfloat16 ? double(static_cast<float>(c10::BFloat16(bits, c10::BFloat16::from_bits())))
                        : double(static_cast<float>(c10::Half(bits, c10::Half::from_bits())));
   };
   std::vector<double> a_rows(2 * 16), b_cols(size_t(op.n) * 16);
   for (int r = 0; r < 2; ++r)
-    for (int k = 0; k < 16; ++k) a_rows[r * 16 + k] = element(op.a, 16 * warp + lane / 4 + 8 * r, k);
+    for (int k = 0; k < 16; ++k) a_rows[r * 16 + k] = element(op.a, 16 * warp + lane / 4 + 8 * r, k, op.a_mn_major);
   for (int c = 0; c < op.n; ++c)
-    for (int k = 0; k < 16; ++k) b_cols[size_t(c) * 16 + k] = element(op.b, c, k);
+    for (int k = 0; k < 16; ++k) b_cols[size_t(c) * 16 + k] = element(op.b, c, k, op.b_mn_major);
   for (int j = 0; j < op.n / 2; ++j) {
     const int r = (j % 4) / 2, col = 8 * (j / 4) + 2 * int(lane % 4) + j % 2;
     double s = op.accumulate ? op.d[j] : 0.0;
