@@ -30,9 +30,9 @@ OPS = torch.ops.fastlayers
 # speed.
 TARGETS = [
     ("forward", torch.float32, (4096, 4096, 4096), 0.85, ("float_warp_tiled",)),
-    ("forward", torch.bfloat16, (4096, 4096, 4096), 0.9, ("wgmma",)),
-    ("forward", torch.bfloat16, (8192, 8192, 8192), 0.9, ("wgmma",)),
-    ("backward", torch.bfloat16, (4096, 4096, 4096), 0.7, ("tensor_core_backward", "wgmma")),
+    ("forward", torch.bfloat16, (4096, 4096, 4096), 0.9, ("wgmma", "wgmma_wide")),
+    ("forward", torch.bfloat16, (8192, 8192, 8192), 0.9, ("wgmma", "wgmma_wide")),
+    ("backward", torch.bfloat16, (4096, 4096, 4096), 0.7, ("tensor_core_backward", "wgmma", "wgmma_wide")),
     ("backward", torch.float32, (4096, 4096, 4096), None, ("float_warp_tiled",)),
 ]
 CPU_SCALE = 16

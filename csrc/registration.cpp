@@ -34,7 +34,7 @@ int64_t set_cuda_experimental_kernels(int64_t flags) {
   TORCH_CHECK(flags >= 0 && flags <= fastlayers::kAllCudaExperimental,
               "fastlayers::set_cuda_experimental_kernels: argument 'flags' must be a bit set within ",
               fastlayers::kAllCudaExperimental,
-              " (1 split_k, 2 tensor_core_backward, 4 float_warp_tiled, 8 wgmma), got ", flags);
+              " (1 split_k, 2 tensor_core_backward, 4 float_warp_tiled, 8 wgmma, 16 wgmma_wide), got ", flags);
   return fastlayers::cuda_experimental_kernels().exchange(flags);
 }
 

@@ -40,7 +40,7 @@ def cuda_gemm(policy):
         yield
 
 
-CUDA_EXPERIMENTAL = ("split_k", "tensor_core_backward", "float_warp_tiled", "wgmma")
+CUDA_EXPERIMENTAL = ("split_k", "tensor_core_backward", "float_warp_tiled", "wgmma", "wgmma_wide")
 
 
 def _experimental_flags(kernels):
@@ -74,10 +74,13 @@ def cuda_experimental(*kernels):
     - ``"float_warp_tiled"``: float32 products with enough 128x128 output
       tiles to fill the GPU on a warp-tiled kernel that reads every operand
       in 16-byte vectors (where their layout allows);
-    - ``"wgmma"``: the float16/bfloat16 forward on Hopper's warpgroup MMA
-      (``wgmma``), on compute capability 9.0 when the extension was built
-      with sm_90a code (``TORCH_CUDA_ARCH_LIST`` naming ``9.0a``);
-    - ``"all"``: all four.
+    - ``"wgmma"``: float16/bfloat16 products, forward and backward, on
+      Hopper's warpgroup MMA (``wgmma``) fed by the TMA, on compute
+      capability 9.0 when the extension was built with sm_90a code
+      (``TORCH_CUDA_ARCH_LIST`` naming ``9.0a``);
+    - ``"wgmma_wide"``: the same, with 128x256 output tiles where they fill
+      the GPU;
+    - ``"all"``: all five.
 
     They apply where fastlayers' kernels run (see :func:`cuda_gemm`). The
     environment variable ``FASTLAYERS_CUDA_EXPERIMENTAL`` (comma-separated

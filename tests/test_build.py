@@ -116,12 +116,15 @@ def test_the_wgmma_kernels_build_for_sm90a_into_hgmma_and_tma_without_spills_or_
     without spilling, ptxas warns of nothing (it warns when it has to
     serialise wgmma instructions), and the machine code issues HGMMA, four
     per 64-deep stage in each kernel (the cp.async one, and the TMA one in
-    each operand layout, m/n-major operands marked transposed: tnspA,
-    tnspB), and the TMA's loads (UTMALDG)."""
+    each operand layout and tile width: m64n128, or m64n256 for 128x256
+    tiles; m/n-major operands marked transposed: tnspA, tnspB), moves
+    registers to the 128x256 kernels' consumers (USETMAXREG: one release,
+    one claim), and loads with the TMA (UTMALDG)."""
     output = tmp_path / "cuda_gemm_sm90a.o"
     report = ptxas_report(os.path.join("csrc", "common", "cuda_gemm.cu"), arch="90a", output=output)
     assert report["warnings"] == []
-    tma = [f"gemm_wgmma_tma_kernel<c10::BFloat16, {a}, {b}>" for a in ("true", "false") for b in ("true", "false")]
+    layouts = [(a, b) for a in ("true", "false") for b in ("true", "false")]
+    tma = [f"gemm_wgmma_tma_kernel<c10::BFloat16, {a}, {b}, {n}>" for a, b in layouts for n in (128, 256)]
     for kernel, bound in [("gemm_wgmma_kernel<c10::BFloat16>", 255)] + [(name, 168) for name in tma]:
         registers, spilled = report[kernel]
         assert registers <= bound and spilled == 0, (kernel, registers, spilled)
@@ -129,12 +132,14 @@ def test_the_wgmma_kernels_build_for_sm90a_into_hgmma_and_tma_without_spills_or_
     if tool is None:
         pytest.skip("no cuobjdump to read the machine code with")
     sass = subprocess.run([tool, "-sass", str(output)], capture_output=True, text=True, check=True).stdout
-    hgmma = re.findall(r"HGMMA\.64x128x16\.F32(\.BF16)? R\d+, gdesc\[UR\d+\](\.tnspA)?(\.tnspB)?", sass)
+    hgmma = re.findall(r"HGMMA\.64x(\d+)x16\.F32(\.BF16)? R\d+, gdesc\[UR\d+\](\.tnspA)?(\.tnspB)?", sass)
     for bf16 in ("", ".BF16"):  # float16, bfloat16
-        kinds = [(a, b) for kind, a, b in hgmma if kind == bf16]
-        assert len(kinds) == 5 * 4, (bf16, len(kinds))
-        for transposed in ((".tnspA", ""), ("", ".tnspB"), (".tnspA", ".tnspB")):
-            assert kinds.count(transposed) == 4, (bf16, transposed, kinds.count(transposed))
+        for n, kernels in (("128", 5), ("256", 4)):
+            kinds = [(a, b) for width, kind, a, b in hgmma if kind == bf16 and width == n]
+            assert len(kinds) == kernels * 4, (bf16, n, len(kinds))
+            for transposed in ((".tnspA", ""), ("", ".tnspB"), (".tnspA", ".tnspB")):
+                assert kinds.count(transposed) == 4, (bf16, n, transposed, kinds.count(transposed))
+    assert sass.count("USETMAXREG") == 2 * 4 * 2, sass.count("USETMAXREG")
     assert "UTMALDG" in sass
 
 

@@ -241,7 +241,7 @@ def test_linear_relu_large_float_tiles(cuda_ops, gpu):
 
 
 # ------------------------------------------- experimental kernels (off by default)
-SPLIT_K, TENSOR_CORE_BACKWARD, FLOAT_WARP_TILED, WGMMA = 1, 2, 4, 8  # backends.CUDA_EXPERIMENTAL's bits
+SPLIT_K, TENSOR_CORE_BACKWARD, FLOAT_WARP_TILED, WGMMA, WGMMA_WIDE = 1, 2, 4, 8, 16  # backends.CUDA_EXPERIMENTAL's bits
 
 
 @pytest.fixture
@@ -521,7 +521,7 @@ def test_wgmma_forward_matches_float64(cuda_ops, experimental, m, k, n, dtype, s
         assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, bias), exact)
     cuda_ops.emulator_set_device(*previous)
     tiles = -(-m // 128) * -(-n // 128)
-    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true>"] * 2
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true, kBN>"] * 2
     probes = counters(cuda_ops)["launches"] - launches - 2  # the probe's one block, if this call was the first
     assert counters(cuda_ops)["blocks"] - blocks - probes == 2 * min(tiles, sms)  # persistent
     assert counters(cuda_ops)["wgmma"] - before == 2 * tiles * 2 * -(-k // 64) * 4
@@ -556,7 +556,7 @@ def test_wgmma_forward_splits_and_falls_back(cuda_ops, experimental, dtype):
     x13, w13, b13 = aligned(130, 13, dtype), randn(1, 13, dtype=dtype, seed=1), randn(1, dtype=dtype, seed=2)
     assert w13.data_ptr() % 16 == 0
     out = cuda_ops.linear_relu(x13, w13, b13)
-    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true>"]
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true, kBN>"]
     exact = ref.linear_relu(x13.double(), w13.double(), b13.double())
     assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x13, w13, b13), exact)
     # an empty reduction (no tensor map of zero columns): bias and ReLU alone, on the mma.sync kernel
@@ -576,18 +576,26 @@ WGMMA_BACKWARD_SHAPES = [(130, 200, 136), (9, 13, 24), (390, 24, 136), (1, 16, 2
 
 @pytest.mark.parametrize("m,k,n", WGMMA_BACKWARD_SHAPES)
 @pytest.mark.parametrize("dtype", LOW)
-@pytest.mark.parametrize("sms,copies_land", [(132, "late"), (1, "early")])
-def test_wgmma_in_all_four_operand_layouts(cuda_ops, experimental, m, k, n, dtype, sms, copies_land, monkeypatch):
+@pytest.mark.parametrize("sms,copies_land,wide", [(132, "late", False), (1, "early", False), (1, "late", True)])
+def test_wgmma_in_all_four_operand_layouts(cuda_ops, experimental, m, k, n, dtype, sms, copies_land, wide, monkeypatch):
     """The TMA-fed wgmma kernel on every product of the forward and backward
     (emulated, as above): row-major x and weight give grad_input A k-major
     with the mask, B n-major, and grad_weight both m/n-major with the row
     sums (the bias gradient); a column-major x or weight the other layouts.
     The TMA writes m/n-major tiles as they are and wgmma reads them with its
     transpose bit; a mask is applied in one copy of the gradient first. Each
-    product is within the half-precision rule and bitwise repeatable."""
+    product is within the half-precision rule and bitwise repeatable, with
+    128x128 tiles or (wgmma_wide, one SM: every product fills it) 128x256
+    ones: one wgmma m64nNk16 per warpgroup per 16-deep slice of each tile."""
     monkeypatch.setenv("FASTLAYERS_EMULATION_CP_ASYNC", copies_land)
     previous = cuda_ops.emulator_set_device(9, 0, sms)
-    experimental(WGMMA)
+    experimental(WGMMA_WIDE if wide else WGMMA)
+    width = 256 if wide else 128
+
+    def wgmmas(rows, cols, depth):  # tiles x 64-deep stages x 4 slices x 2 warpgroups
+        return -(-rows // 128) * -(-cols // width) * -(-depth // 64) * 4 * 2
+
+    products = wgmmas(m, k, n) + wgmmas(n, k, m) + (wgmmas(m, n, k) if m > 1 else 0)
     w = aligned(n, k, dtype, seed=1, scale=k**-0.5)
     b = randn(n, dtype=dtype, seed=2)
     grad = randn(m, n, dtype=dtype, seed=3)
@@ -596,21 +604,23 @@ def test_wgmma_in_all_four_operand_layouts(cuda_ops, experimental, m, k, n, dtyp
         "row-major x and weight": (
             aligned(m, k, dtype),
             w,
-            ["<T, true, true>", "<T, true, false>", "<T, false, false>"],
+            ["true, true", "true, false", "false, false"],
         ),
-        "column-major x": (aligned(k, m, dtype).t(), w, ["<T, false, true>", "<T, true, false>", "<T, false, true>"]),
+        "column-major x": (aligned(k, m, dtype).t(), w, ["false, true", "true, false", "false, true"]),
         "column-major weight": (
             aligned(m, k, dtype),
             aligned(k, n, dtype, seed=1, scale=k**-0.5).t(),
-            ["<T, true, false>", "<T, true, true>", "<T, false, false>"],
+            ["true, false", "true, true", "false, false"],
         ),
     }
     try:
         for what, (x, wi, kernels) in layouts.items():
             launched(cuda_ops)
+            before = counters(cuda_ops)["wgmma"]
             got, exact, eager = linear_relu_products(cuda_ops, x, wi, b, grad)
+            assert counters(cuda_ops)["wgmma"] - before == products, what
             names = launched(cuda_ops)
-            tma = ["gemm_wgmma_tma_kernel" + kernel for kernel in kernels]
+            tma = [f"gemm_wgmma_tma_kernel<T, {kernel}, kBN>" for kernel in kernels]
             forward = "gemm_small_m_kernel<T, Acc>" if m == 1 else tma[0]  # one row: the small-rows kernel
             expected = [forward, masked, tma[1], masked, tma[2]]
             assert names == expected, (what, names)
@@ -634,9 +644,9 @@ def test_wgmma_backward_leaves_split_and_unaligned_products_to_the_mma_sync_kern
     launched(cuda_ops)
     got, exact, eager = linear_relu_products(cuda_ops, x, w, b, grad)
     assert launched(cuda_ops) == [
-        "gemm_wgmma_tma_kernel<T, true, true>",
+        "gemm_wgmma_tma_kernel<T, true, true, kBN>",
         "masked_copy_kernel<T>",
-        "gemm_wgmma_tma_kernel<T, true, false>",
+        "gemm_wgmma_tma_kernel<T, true, false, kBN>",
         "gemm_tensor_core_kernel<T>",
         "split_k_sum_kernel<T, Acc>",
     ]
@@ -644,7 +654,7 @@ def test_wgmma_backward_leaves_split_and_unaligned_products_to_the_mma_sync_kern
     experimental(WGMMA)
     w30, b30, grad30 = aligned(30, k, dtype, seed=1), randn(30, dtype=dtype, seed=2), randn(m, 30, dtype=dtype, seed=3)
     got, exact, eager = linear_relu_products(cuda_ops, x, w30, b30, grad30)
-    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true>"] + ["gemm_tensor_core_kernel<T>"] * 2
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true, kBN>"] + ["gemm_tensor_core_kernel<T>"] * 2
     check_products(got, exact, eager, dtype, "unaligned gradient")
     # no input features: the weight gradient is empty, its row sums (the bias gradient) are still due
     x0, w0, b0, grad0 = (

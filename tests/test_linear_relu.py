@@ -262,7 +262,7 @@ def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environmen
     with backends.cuda_experimental("split_k"):
         assert OPS.set_cuda_experimental_kernels(1) == 1
         with backends.cuda_experimental("all"):
-            assert OPS.set_cuda_experimental_kernels(15) == 15
+            assert OPS.set_cuda_experimental_kernels(31) == 31
         with backends.cuda_experimental():
             assert OPS.set_cuda_experimental_kernels(0) == 0
         assert OPS.set_cuda_experimental_kernels(1) == 1
@@ -272,14 +272,15 @@ def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environmen
             pass
     with backends.cuda_experimental("float_warp_tiled", "split_k"):
         assert OPS.set_cuda_experimental_kernels(5) == 5
-    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 15"):
-        OPS.set_cuda_experimental_kernels(16)
+    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 31"):
+        OPS.set_cuda_experimental_kernels(32)
     script = "import torch, fastlayers; print(torch.ops.fastlayers.set_cuda_experimental_kernels(0))"
     for value, expected in (
         ("tensor_core_backward", "2"),
         ("split_k,float_warp_tiled", "5"),
         ("wgmma", "8"),
-        ("all", "15"),
+        ("wgmma_wide", "16"),
+        ("all", "31"),
     ):
         env = dict(os.environ, FASTLAYERS_CUDA_EXPERIMENTAL=value)
         result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
@@ -325,18 +326,24 @@ def test_cuda_experimental_kernels_match_the_reference(dtype, shape):
 
 @cuda_only
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_wgmma_kernel_runs_where_built_for_sm90a(dtype):
+@pytest.mark.parametrize(
+    "switch,shape,width", [("wgmma", (1000, 520, 1032), 128), ("wgmma_wide", (4000, 2520, 2312), 256)]
+)
+def test_cuda_wgmma_kernel_runs_where_built_for_sm90a(dtype, switch, shape, width):
     """Built with 9.0a in TORCH_CUDA_ARCH_LIST and run on compute capability
-    9.0, the wgmma switch puts the half-precision forward and both backward
-    products on the TMA-fed wgmma kernel, in their three operand layouts (the
-    profiler names the kernels that ran), within the rule."""
+    9.0, the wgmma switches put the half-precision forward and both backward
+    products on the TMA-fed wgmma kernel, in their three operand layouts, with
+    128x128 tiles, or 128x256 where those fill the GPU (every product of the
+    second shape, with partial tiles at every edge); the profiler names the
+    kernels that ran; results within the rule."""
     from fastlayers import _library
 
     if torch.cuda.get_device_capability() != (9, 0) or "9.0a" not in _library.CUDA_ARCH_LIST.split(";"):
         pytest.skip(f"needs an sm_90a build (this one: {_library.CUDA_ARCH_LIST!r}) on compute capability 9.0")
-    x, w, b = make((1000, 520), 1032, dtype, "cuda", requires_grad=True)
-    grad = torch.randn(1000, 1032, device="cuda", dtype=dtype)
-    with backends.cuda_gemm("fastlayers"), backends.cuda_experimental("wgmma"):
+    rows, k, n = shape
+    x, w, b = make((rows, k), n, dtype, "cuda", requires_grad=True)
+    grad = torch.randn(rows, n, device="cuda", dtype=dtype)
+    with backends.cuda_gemm("fastlayers"), backends.cuda_experimental(switch):
         with torch.no_grad():
             FL.linear_relu(x, w, b)  # the one-time probe
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -346,7 +353,7 @@ def test_cuda_wgmma_kernel_runs_where_built_for_sm90a(dtype):
     names = sorted({e.name for e in prof.events()})
     type_name = "c10::BFloat16" if dtype == torch.bfloat16 else "c10::Half"
     for layouts in ("true, true", "true, false", "false, false"):  # forward, grad_input, grad_weight
-        kernel = f"gemm_wgmma_tma_kernel<{type_name}, {layouts}>"
+        kernel = f"gemm_wgmma_tma_kernel<{type_name}, {layouts}, {width}>"
         assert any(kernel in name for name in names), (kernel, names)
     x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
     expected = ref.linear_relu(x64, w64, b64)

@@ -543,28 +543,29 @@ __device__ __forceinline__ float stage_element(const unsigned char* tile, int mn
 }
 
 // Starts the products of one 64-deep stage on the 64 rows of warpgroup
-// `warpgroup`: four wgmma, one per 16-deep slice, as one group.
-template <typename T, bool kAKMajor = true, bool kBKMajor = true>
-__device__ __forceinline__ void wgmma_stage(float (&acc)[64], const unsigned char* a_stage,
+// `warpgroup` and the stage's N columns: four wgmma, one per 16-deep slice,
+// as one group.
+template <typename T, bool kAKMajor = true, bool kBKMajor = true, int N = kWgBN>
+__device__ __forceinline__ void wgmma_stage(float (&acc)[N / 2], const unsigned char* a_stage,
                                             const unsigned char* b_stage, int warpgroup) {
   wgmma_fence();
 #pragma unroll
   for (int ks = 0; ks < kWgBK / 16; ++ks) {
     const uint64_t a = stage_descriptor<kAKMajor>(a_stage, warpgroup * 64, ks);
     const uint64_t b = stage_descriptor<kBKMajor>(b_stage, 0, ks);
-    wgmma_m64nNk16<T, kWgBN, !kAKMajor, !kBKMajor>(acc, a, b, true);
+    wgmma_m64nNk16<T, N, !kAKMajor, !kBKMajor>(acc, a, b, true);
   }
   wgmma_commit();
 }
 
-// Stores thread t's accumulators of a warpgroup's 64 x 128 outputs from
+// Stores thread t's accumulators of a warpgroup's 64 x N outputs from
 // (row0, j0) on, with the epilogue (wgmma's fragment layout: cuda_mma.cuh).
-template <typename T>
+template <typename T, int N>
 __device__ __forceinline__ void store_wgmma_tile(const GemmArgs<T, float>& g, int64_t row0, int64_t j0, int t,
-                                                 const float (&acc)[64]) {
+                                                 const float (&acc)[N / 2]) {
   const int64_t row = row0 + 16 * (t / 32) + (t % 32) / 4;
 #pragma unroll
-  for (int e = 0; e < 64; ++e) store_c(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4) + e % 2, acc[e]);
+  for (int e = 0; e < N / 2; ++e) store_c(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4) + e % 2, acc[e]);
 }
 
 template <typename T>
@@ -618,7 +619,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArg
     wgmma_wait<0>();
     cp_async_wait<0>();  // the empty groups past the end
     __syncthreads();     // the next column tile's copies reuse the stages
-    store_wgmma_tile(g, i0 + warpgroup * 64, j0, t, acc);
+    store_wgmma_tile<T, kWgBN>(g, i0 + warpgroup * 64, j0, t, acc);
   }
 #else
   __trap();  // never launched: the host dispatch runs it only where the sm_90a code is loaded (wgmma_usable)
@@ -628,48 +629,66 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArg
 // The same products fed by the TMA instead (what the wgmma switch runs
 // unless split-K slices the reduction), for operands in either layout
 // (kAKMajor, kBKMajor: K-major, else M/N-major), with row sums; a mask is
-// applied before (gemm() hands it the masked copy). Warp-specialised and
-// persistent: one producer warpgroup, of which one thread issues, per
-// 64-deep stage, the TMA loads of the A and B tiles (swizzled by the TMA as
-// wgmma reads them) onto the stage's `full` mbarrier; two consumer
-// warpgroups wait on it, run their four wgmmas, and release the stage on its
-// `empty` mbarrier once the products of the stage after it are issued
-// (wgmma_wait<1>). kWgStages stages ring over all of a block's tiles; each
-// block takes tiles blockIdx.x, + gridDim.x, ... (row tiles fastest, so
-// neighbouring blocks share B's tile in L2), and a consumer's epilogue
-// overlaps the producer's loads for the next tile. On column tile 0 the
-// consumers also sum their A rows from the stages (the row sums).
+// applied before (gemm() hands it the masked copy). Tiles are 128 x kBN:
+// 128 wide, or 256 wide (the wgmma_wide switch, where such tiles fill the
+// GPU: twice the products per byte of A loaded, 128 accumulators per
+// consumer thread, registers moved from the producer to the consumers by
+// setmaxnreg, 4 stages instead of 5 in the same shared memory).
+// Warp-specialised and persistent: one producer warpgroup, of which one
+// thread issues, per 64-deep stage, the TMA loads of the A and B tiles
+// (swizzled by the TMA as wgmma reads them) onto the stage's `full`
+// mbarrier; two consumer warpgroups wait on it, run their four wgmmas, and
+// release the stage on its `empty` mbarrier once the products of the stage
+// after it are issued (wgmma_wait<1>). The stages ring over all of a
+// block's tiles; each block takes tiles blockIdx.x, + gridDim.x, ... (row
+// tiles fastest, so neighbouring blocks share B's tile in L2), and a
+// consumer's epilogue overlaps the producer's loads for the next tile. On
+// column tile 0 the consumers also sum their A rows from the stages (the
+// row sums).
 constexpr int kTmaThreads = 384;
-constexpr int kTmaSharedBytes = 2 * kWgStages * kWgTileBytes + 2 * kWgStages * 8 + 1024;  // stages, barriers, alignment
 
-// The TMA loads of an operand's tile (k tile kt, rows from mn0) into `tile`:
-// one box of 128 rows of 64 k, or two of 64 k-rows of 64 m or n.
-template <bool kKMajor>
+template <int kBN>
+struct TmaTiling {
+  static_assert(kBN == 128 || kBN == 256, "128- or 256-wide tiles");
+  static constexpr int kBTileBytes = kBN * kWgRowBytes;
+  static constexpr int kStageBytes = kWgTileBytes + kBTileBytes;
+  static constexpr int kStages = kBN == 128 ? kWgStages : 4;
+  static constexpr int kSharedBytes = kStages * kStageBytes + 2 * kStages * 8 + 1024;  // stages, barriers, alignment
+};
+static_assert(TmaTiling<256>::kSharedBytes <= 227 * 1024, "within an SM's shared memory");
+
+// The TMA loads of an operand's tile of kRows rows (k tile kt, rows from
+// mn0) into `tile`: one box of kRows rows of 64 k, or kRows / 64 boxes of 64
+// k-rows of 64 m or n.
+template <bool kKMajor, int kRows>
 __device__ __forceinline__ void tma_load_tile(unsigned char* tile, const CUtensorMap* map, int64_t kt, int mn0,
                                               uint64_t* bar) {
   const int k0 = static_cast<int>(kt * kWgBK);
   if constexpr (kKMajor) {
     tma_load_2d(tile, map, k0, mn0, bar);
   } else {
-    tma_load_2d(tile, map, mn0, k0, bar);
-    tma_load_2d(tile + kWgMnBlockBytes, map, mn0 + 64, k0, bar);
+#pragma unroll
+    for (int block = 0; block < kRows / 64; ++block)
+      tma_load_2d(tile + block * kWgMnBlockBytes, map, mn0 + 64 * block, k0, bar);
   }
 }
 
-template <typename T, bool kAKMajor, bool kBKMajor>
+template <typename T, bool kAKMajor, bool kBKMajor, int kBN>
 __global__ void __launch_bounds__(kTmaThreads, 1)
     gemm_wgmma_tma_kernel(const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap b_map,
                           const GemmArgs<T, float> g, int64_t row_tiles, int64_t col_tiles) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(FASTLAYERS_CUDA_EMULATION)
+  using Tiling = TmaTiling<kBN>;
+  constexpr int kStages = Tiling::kStages;
   extern __shared__ unsigned char wgmma_tma_shared[];
   unsigned char* const stages = wgmma_tma_shared + ((1024 - shared_address(wgmma_tma_shared) % 1024) % 1024);
-  auto a_stage = [&](int s) { return stages + s * kWgTileBytes; };
-  auto b_stage = [&](int s) { return stages + (kWgStages + s) * kWgTileBytes; };
-  uint64_t* const full = reinterpret_cast<uint64_t*>(stages + 2 * kWgStages * kWgTileBytes);
-  uint64_t* const empty = full + kWgStages;
+  auto a_stage = [&](int s) { return stages + s * Tiling::kStageBytes; };
+  auto b_stage = [&](int s) { return stages + s * Tiling::kStageBytes + kWgTileBytes; };
+  uint64_t* const full = reinterpret_cast<uint64_t*>(stages + kStages * Tiling::kStageBytes);
+  uint64_t* const empty = full + kStages;
   const int tid = threadIdx.x, warpgroup = tid / 128, t = tid % 128;
   if (tid == 0) {
-    for (int s = 0; s < kWgStages; ++s) {
+    for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&full[s], 1);         // the producer's arrival, plus the loads' bytes
       mbarrier_init(&empty[s], 2 * 128);  // every consumer thread
     }
@@ -679,38 +698,40 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int64_t tiles = row_tiles * col_tiles, k_tiles = (g.K + kWgBK - 1) / kWgBK;
 
   if (warpgroup == 0) {
+    if constexpr (kBN == 256) warpgroup_release_registers<40>();
     if (t != 0) return;  // no barrier below involves the producer warpgroup's other threads
     int64_t it = 0;      // k tiles issued, over all of this block's tiles
     for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-      const int i0 = static_cast<int>((tile % row_tiles) * kWgBM), j0 = static_cast<int>((tile / row_tiles) * kWgBN);
+      const int i0 = static_cast<int>((tile % row_tiles) * kWgBM), j0 = static_cast<int>((tile / row_tiles) * kBN);
       for (int64_t kt = 0; kt < k_tiles; ++kt, ++it) {
-        const int s = static_cast<int>(it % kWgStages);
-        mbarrier_wait(&empty[s], static_cast<unsigned>((it / kWgStages) & 1) ^ 1);
-        mbarrier_arrive_expect_tx(&full[s], 2 * kWgTileBytes);
-        tma_load_tile<kAKMajor>(a_stage(s), &a_map, kt, i0, &full[s]);
-        tma_load_tile<kBKMajor>(b_stage(s), &b_map, kt, j0, &full[s]);
+        const int s = static_cast<int>(it % kStages);
+        mbarrier_wait(&empty[s], static_cast<unsigned>((it / kStages) & 1) ^ 1);
+        mbarrier_arrive_expect_tx(&full[s], Tiling::kStageBytes);
+        tma_load_tile<kAKMajor, kWgBM>(a_stage(s), &a_map, kt, i0, &full[s]);
+        tma_load_tile<kBKMajor, kBN>(b_stage(s), &b_map, kt, j0, &full[s]);
       }
     }
     return;
   }
 
+  if constexpr (kBN == 256) warpgroup_claim_registers<232>();  // 128 x 40 + 256 x 232 <= 65536
   const int consumer = warpgroup - 1;
   // The row sums: thread t adds row sum_row of its warpgroup's 64 over the
   // k half sum_half of each stage; the two halves meet by a shuffle.
   const int sum_row = consumer * 64 + (t / 32) * 16 + t % 16, sum_half = (t % 32) / 16;
   int64_t it = 0;  // k tiles consumed, over all of this block's tiles
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int64_t i0 = (tile % row_tiles) * kWgBM, j0 = (tile / row_tiles) * kWgBN;
+    const int64_t i0 = (tile % row_tiles) * kWgBM, j0 = (tile / row_tiles) * kBN;
     const bool want_sums = g.row_sums != nullptr && j0 == 0;
-    float acc[64];
+    float acc[kBN / 2];
 #pragma unroll
-    for (int e = 0; e < 64; ++e) acc[e] = 0.f;
+    for (int e = 0; e < kBN / 2; ++e) acc[e] = 0.f;
     float row_sum = 0.f;
     int in_use = -1;  // the stage whose products may still be in flight
     for (int64_t kt = 0; kt < k_tiles; ++kt, ++it) {
-      const int s = static_cast<int>(it % kWgStages);
-      mbarrier_wait(&full[s], static_cast<unsigned>((it / kWgStages) & 1));
-      wgmma_stage<T, kAKMajor, kBKMajor>(acc, a_stage(s), b_stage(s), consumer);
+      const int s = static_cast<int>(it % kStages);
+      mbarrier_wait(&full[s], static_cast<unsigned>((it / kStages) & 1));
+      wgmma_stage<T, kAKMajor, kBKMajor, kBN>(acc, a_stage(s), b_stage(s), consumer);
       if (want_sums) {  // while the products run; the stage stays until released below
 #pragma unroll 8
         for (int k = sum_half * kWgBK / 2; k < (sum_half + 1) * kWgBK / 2; ++k)
@@ -726,7 +747,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 16);
       if (sum_half == 0 && i0 + sum_row < g.M) store_row_sum(g, i0 + sum_row, row_sum);
     }
-    store_wgmma_tile(g, i0 + consumer * 64, j0, t, acc);
+    store_wgmma_tile<T, kBN>(g, i0 + consumer * 64, j0, t, acc);
   }
 #else
   __trap();  // never launched: the host dispatch runs it only where the sm_90a code is loaded (wgmma_usable)
@@ -746,11 +767,12 @@ __global__ void wgmma_probe_kernel(int* compiled_for_sm90a) {
 #endif
 }
 
-template <typename T>
+template <typename T, int kBN>
 void opt_in_tma_kernels() {
-  for (auto kernel : {gemm_wgmma_tma_kernel<T, true, true>, gemm_wgmma_tma_kernel<T, true, false>,
-                      gemm_wgmma_tma_kernel<T, false, true>, gemm_wgmma_tma_kernel<T, false, false>})
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kTmaSharedBytes));
+  for (auto kernel : {gemm_wgmma_tma_kernel<T, true, true, kBN>, gemm_wgmma_tma_kernel<T, true, false, kBN>,
+                      gemm_wgmma_tma_kernel<T, false, true, kBN>, gemm_wgmma_tma_kernel<T, false, false, kBN>})
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TmaTiling<kBN>::kSharedBytes));
 }
 
 bool wgmma_usable(const at::TensorOptions& scratch, cudaStream_t stream) {
@@ -776,8 +798,10 @@ bool wgmma_usable(const at::TensorOptions& scratch, cudaStream_t stream) {
                                         kWgSharedBytes));
     C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_kernel<c10::Half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         kWgSharedBytes));
-    opt_in_tma_kernels<c10::BFloat16>();
-    opt_in_tma_kernels<c10::Half>();
+    opt_in_tma_kernels<c10::BFloat16, 128>();
+    opt_in_tma_kernels<c10::Half, 128>();
+    opt_in_tma_kernels<c10::BFloat16, 256>();
+    opt_in_tma_kernels<c10::Half, 256>();
     opted_in.fetch_or(bit);
   }
   return true;
@@ -1270,14 +1294,14 @@ bool mask_read_as_a(const GemmArgs<T, Acc>& g, VectorLayout a_layout) {
                                     vector_layout(g.mask.data, g.mask.rs, g.mask.cs, g.M, g.K) == a_layout);
 }
 
-// Launches the TMA-fed wgmma kernel on `g` (no split, K > 0, both operands
-// in a vector layout, the mask laid out as A): first, if there is a mask,
-// the masked copy of A; then the tensor maps (an operand's rows along its
-// contiguous dimension, boxes of 128 bytes of it) and one persistent block
-// per SM at most.
-template <typename T>
-void launch_wgmma_tma(GemmArgs<T, float> g, VectorLayout a_layout, VectorLayout b_layout, int64_t row_tiles,
-                      int64_t col_tiles, int sms, const at::TensorOptions& scratch, cudaStream_t stream) {
+// Launches the TMA-fed wgmma kernel with tiles kBN wide on `g` (no split,
+// K > 0, N > 0, both operands in a vector layout, the mask laid out as A):
+// first, if there is a mask, the masked copy of A; then the tensor maps (an
+// operand's rows along its contiguous dimension, boxes of 128 bytes of it)
+// and one persistent block per SM at most.
+template <typename T, int kBN>
+void launch_wgmma_tma(GemmArgs<T, float> g, VectorLayout a_layout, VectorLayout b_layout, int sms,
+                      const at::TensorOptions& scratch, cudaStream_t stream) {
   const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
   at::Tensor masked;  // lives until the kernel is queued; the caching allocator orders its reuse on the stream
   if (g.mask.data) {
@@ -1297,31 +1321,30 @@ void launch_wgmma_tma(GemmArgs<T, float> g, VectorLayout a_layout, VectorLayout 
     g.a = a_k ? StridedMatrix<T>{out, ld, 1} : StridedMatrix<T>{out, 1, ld};
     g.mask = StridedMatrix<T>{};
   }
-  // Rows of the tensor map run along k (K-major) or along m/n; a single row's
-  // stride is free (any is a valid layout): the TMA wants a multiple of 16 bytes.
-  auto encode = [&](CUtensorMap* map, const T* data, bool k_major, int64_t mn, int64_t mn_stride, int64_t k_stride) {
+  // Rows of the tensor map run along k (K-major: boxes of `tile_rows` rows)
+  // or along m/n (boxes of 64 k-rows); a single row's stride is free (any is
+  // a valid layout): the TMA wants a multiple of 16 bytes.
+  auto encode = [&](CUtensorMap* map, const T* data, bool k_major, int64_t mn, int64_t mn_stride, int64_t k_stride,
+                    int tile_rows) {
     const int64_t rows = k_major ? mn : g.K, inner = k_major ? g.K : mn;
     const int64_t stride =
         rows == 1 ? (inner * int64_t(sizeof(T)) + 15) / 16 * 16 : (k_major ? mn_stride : k_stride) * int64_t(sizeof(T));
-    if (k_major) {
-      encode_tma_2d(map, data, sizeof(T), inner, rows, stride, kWgBK, kWgBM);
-    } else {
-      encode_tma_2d(map, data, sizeof(T), inner, rows, stride, kWgRowBytes / sizeof(T), kWgBK);
-    }
+    encode_tma_2d(map, data, sizeof(T), inner, rows, stride, kWgRowBytes / sizeof(T), k_major ? tile_rows : kWgBK);
   };
   CUtensorMap a_map, b_map;
-  encode(&a_map, g.a.data, a_k, g.M, g.a.rs, g.a.cs);
-  encode(&b_map, g.b.data, b_k, g.N, g.b.cs, g.b.rs);
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(row_tiles * col_tiles, sms));
-  const int64_t r = row_tiles, c = col_tiles;
+  encode(&a_map, g.a.data, a_k, g.M, g.a.rs, g.a.cs, kWgBM);
+  encode(&b_map, g.b.data, b_k, g.N, g.b.cs, g.b.rs, kBN);
+  const int64_t r = (g.M + kWgBM - 1) / kWgBM, c = (g.N + kBN - 1) / kBN;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(r * c, sms));
+  constexpr int kShared = TmaTiling<kBN>::kSharedBytes;
   if (a_k && b_k) {
-    gemm_wgmma_tma_kernel<T, true, true><<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, r, c);
+    gemm_wgmma_tma_kernel<T, true, true, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c);
   } else if (a_k) {
-    gemm_wgmma_tma_kernel<T, true, false><<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, r, c);
+    gemm_wgmma_tma_kernel<T, true, false, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c);
   } else if (b_k) {
-    gemm_wgmma_tma_kernel<T, false, true><<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, r, c);
+    gemm_wgmma_tma_kernel<T, false, true, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c);
   } else {
-    gemm_wgmma_tma_kernel<T, false, false><<<blocks, kTmaThreads, kTmaSharedBytes, stream>>>(a_map, b_map, g, r, c);
+    gemm_wgmma_tma_kernel<T, false, false, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c);
   }
 }
 
@@ -1343,6 +1366,7 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
     return ((product.M + bm - 1) / bm) * std::max<int64_t>(1, (product.N + bn - 1) / bn);
   };
   TiledKernel kernel = TiledKernel::Portable;
+  [[maybe_unused]] bool wide_tiles = false;  // wgmma's 128x256 tiles
   VectorLayout a_layout = VectorLayout::None, b_layout = VectorLayout::None;
   if constexpr (kHalfType<T>) {
     if (tensor_cores_usable<T>()) {
@@ -1357,8 +1381,9 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
       // the forward's layout alone.
       const bool splits = split_k_slice(tiles_of(kWgBM, kWgBN), product.K, sms) < product.K;
       if (vectors && product.K > 0 && product.N > 0 && (!splits || (forward_layout && product.row_sums == nullptr)) &&
-          cuda_experimental(kWgmma) && wgmma_usable(scratch, stream)) {
+          (cuda_experimental(kWgmma) || cuda_experimental(kWgmmaWide)) && wgmma_usable(scratch, stream)) {
         kernel = TiledKernel::Wgmma;
+        wide_tiles = !splits && cuda_experimental(kWgmmaWide) && tiles_of(kWgBM, 256) >= sms;
       } else if (forward_layout) {  // the forward's x and W: cp.async copies
         kernel = TiledKernel::TensorCoreAsync;
       } else if (cuda_experimental(kTensorCoreBackward) && vectors) {
@@ -1428,8 +1453,10 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
         const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
         if (kernel == TiledKernel::Wgmma && slices > 1) {  // the slices' operands are offsets into the tensors
           gemm_wgmma_kernel<T><<<grid, kWgThreads, kWgSharedBytes, stream>>>(g, col_tiles);
+        } else if (kernel == TiledKernel::Wgmma && wide_tiles) {
+          launch_wgmma_tma<T, 256>(g, a_layout, b_layout, sms, scratch, stream);
         } else if (kernel == TiledKernel::Wgmma) {
-          launch_wgmma_tma(g, a_layout, b_layout, grid.x, col_tiles, sms, scratch, stream);
+          launch_wgmma_tma<T, 128>(g, a_layout, b_layout, sms, scratch, stream);
         } else if (kernel == TiledKernel::TensorCoreAsync) {
           gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
         } else if (kernel == TiledKernel::TensorCore) {

@@ -57,16 +57,21 @@ inline std::atomic<int64_t>& cuda_gemm_policy() {
 //       read in 16-byte vectors and fed to mma through ldmatrix(.trans);
 //   float_warp_tiled: float32 products large enough for the 128x128 kernel
 //       on a warp-tiled layout that reads every operand in 16-byte vectors;
-//   wgmma: the half-precision forward on Hopper's warpgroup MMA, where the
-//       build carries sm_90a code (TORCH_CUDA_ARCH_LIST with 9.0a).
+//   wgmma: half-precision products (forward and backward) on Hopper's
+//       warpgroup MMA fed by the TMA, where the build carries sm_90a code
+//       (TORCH_CUDA_ARCH_LIST with 9.0a);
+//   wgmma_wide: the same (on its own too), with 128x256 output tiles where
+//       they fill the GPU.
 enum CudaExperimental : int64_t {
   kSplitK = 1,
   kTensorCoreBackward = 2,
   kFloatWarpTiled = 4,
   kWgmma = 8,
-  kAllCudaExperimental = 15
+  kWgmmaWide = 16,
+  kAllCudaExperimental = 31
 };
-constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward", "float_warp_tiled", "wgmma"};
+constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward", "float_warp_tiled", "wgmma",
+                                                  "wgmma_wide"};
 
 int64_t cuda_experimental_from_environment();  // registration.cpp
 

@@ -243,6 +243,12 @@ inline const unsigned char* wgmma_element(uint64_t desc, int row, int k, int byt
   return emu::shared_pointer(address, bytes);
 }
 
+// setmaxnreg moves registers between warpgroups: nothing to emulate.
+template <int kCount>
+void warpgroup_release_registers() {}
+template <int kCount>
+void warpgroup_claim_registers() {}
+
 inline void wgmma_fence() {
   thread_wgmma().fenced = true;
   emu::warp_barrier();
