@@ -920,6 +920,41 @@ __device__ __forceinline__ VectorSource<T> vector_source(const T* data, int64_t 
                  : VectorSource<T>{data, k_stride, k_extent, mn_extent};
 }
 
+// A product's operands as 16-byte vectors, A's masked (the mask is laid out
+// as A, vector for vector: gemm() checks), and this thread's share of one
+// step's operand tiles: the loads of the staged kernels (tensor-core and
+// float32), whose Vector<kKMajor>(tid, l) places vector l of a thread in
+// the tile.
+template <typename T, bool kAKMajor, bool kBKMajor>
+struct OperandVectors {
+  VectorSource<T> a, mask, b;
+
+  __device__ __forceinline__ explicit OperandVectors(const GemmArgs<T, float>& g)
+      : a(vector_source<T, kAKMajor>(g.a.data, g.a.rs, g.a.cs, g.M, g.K)),
+        mask(a),  // shares A's strides and extents
+        b(vector_source<T, kBKMajor>(g.b.data, g.b.cs, g.b.rs, g.N, g.K)) {
+    mask.data = g.mask.data;
+  }
+
+  // A's tile from row i0 and k p0, masked.
+  template <template <bool> class Vector, int kCount>
+  __device__ __forceinline__ void fetch_a(uint4 (&next)[kCount], int tid, int64_t i0, int64_t p0) const {
+#pragma unroll
+    for (int l = 0; l < kCount; ++l) {
+      const Vector<kAKMajor> v(tid, l);
+      next[l] = load_tile_vector(a, v, i0, p0);
+      if (mask.data) next[l] = apply_mask<T>(next[l], load_tile_vector(mask, v, i0, p0));
+    }
+  }
+
+  // B's tile from column j0 and k p0.
+  template <template <bool> class Vector, int kCount>
+  __device__ __forceinline__ void fetch_b(uint4 (&next)[kCount], int tid, int64_t j0, int64_t p0) const {
+#pragma unroll
+    for (int l = 0; l < kCount; ++l) next[l] = load_tile_vector(b, Vector<kBKMajor>(tid, l), j0, p0);
+  }
+};
+
 // Half (16 deep, from kk) of a step of the staged kernel on this warp's 64x32
 // outputs. B's fragments for all four column tiles first, then A's one
 // 16-row tile at a time: 12 fragment registers instead of 24.
@@ -966,10 +1001,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   const int wm = warp / (kTcBN / kTcWarpN), wn = warp % (kTcBN / kTcWarpN);
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kTcBM;
   const int64_t steps = (g.K + kTcBK - 1) / kTcBK;
-  const VectorSource<T> a_src = vector_source<T, kAKMajor>(g.a.data, g.a.rs, g.a.cs, g.M, g.K);
-  VectorSource<T> m_src = a_src;  // the mask is laid out as A (gemm() checks), so it shares A's registers
-  m_src.data = g.mask.data;
-  const VectorSource<T> b_src = vector_source<T, kBKMajor>(g.b.data, g.b.cs, g.b.rs, g.N, g.K);
+  const OperandVectors<T, kAKMajor, kBKMajor> operands(g);
 
   for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
     const int64_t j0 = tile * kTcBN;
@@ -979,18 +1011,8 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     // step): A's during the first half, B's during the second, so that only
     // one operand's vectors take registers at a time.
     uint4 next[kTcVectors];
-    auto fetch_a = [&](int64_t p0) {
-#pragma unroll
-      for (int l = 0; l < kTcVectors; ++l) {
-        const TileVector<kAKMajor> v(tid, l);
-        next[l] = load_tile_vector(a_src, v, i0, p0);
-        if (g.mask.data) next[l] = apply_mask<T>(next[l], load_tile_vector(m_src, v, i0, p0));
-      }
-    };
-    auto fetch_b = [&](int64_t p0) {
-#pragma unroll
-      for (int l = 0; l < kTcVectors; ++l) next[l] = load_tile_vector(b_src, TileVector<kBKMajor>(tid, l), j0, p0);
-    };
+    auto fetch_a = [&](int64_t p0) { operands.template fetch_a<TileVector>(next, tid, i0, p0); };
+    auto fetch_b = [&](int64_t p0) { operands.template fetch_b<TileVector>(next, tid, j0, p0); };
     auto stash_a = [&](int buf) {
 #pragma unroll
       for (int l = 0; l < kTcVectors; ++l)
@@ -1117,28 +1139,15 @@ __global__ void __launch_bounds__(kWtThreads, 2)
   const int a_col = wm * kWtWarpM + lm * 4, b_col = wn * kWtWarpN + ln * 4;  // this thread's first m and n in a tile
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kWtBM;
   const int64_t steps = (g.K + kWtBK - 1) / kWtBK;
-  const VectorSource<float> a_src = vector_source<float, kAKMajor>(g.a.data, g.a.rs, g.a.cs, g.M, g.K);
-  VectorSource<float> m_src = a_src;  // the mask is laid out as A (gemm() checks)
-  m_src.data = g.mask.data;
-  const VectorSource<float> b_src = vector_source<float, kBKMajor>(g.b.data, g.b.cs, g.b.rs, g.N, g.K);
+  const OperandVectors<float, kAKMajor, kBKMajor> operands(g);
   const bool vector_rows = g.ldc % 4 == 0 && reinterpret_cast<uintptr_t>(g.c) % 16 == 0;
 
   for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
     const int64_t j0 = tile * kWtBN;
     const bool want_sums = g.row_sums != nullptr && tile == 0;
     uint4 next[kWtVectors];
-    auto fetch_a = [&](int64_t p0) {
-#pragma unroll
-      for (int l = 0; l < kWtVectors; ++l) {
-        const FloatTileVector<kAKMajor> v(tid, l);
-        next[l] = load_tile_vector(a_src, v, i0, p0);
-        if (g.mask.data) next[l] = apply_mask<float>(next[l], load_tile_vector(m_src, v, i0, p0));
-      }
-    };
-    auto fetch_b = [&](int64_t p0) {
-#pragma unroll
-      for (int l = 0; l < kWtVectors; ++l) next[l] = load_tile_vector(b_src, FloatTileVector<kBKMajor>(tid, l), j0, p0);
-    };
+    auto fetch_a = [&](int64_t p0) { operands.template fetch_a<FloatTileVector>(next, tid, i0, p0); };
+    auto fetch_b = [&](int64_t p0) { operands.template fetch_b<FloatTileVector>(next, tid, j0, p0); };
     auto stash_a = [&](int buf) {
 #pragma unroll
       for (int l = 0; l < kWtVectors; ++l) stash_float_vector(As[buf], FloatTileVector<kAKMajor>(tid, l), next[l]);
