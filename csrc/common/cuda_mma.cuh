@@ -273,7 +273,8 @@ __device__ __forceinline__ void warpgroup_claim_registers() {
 //       arrival (the second also expects `bytes` more to land);
 //   mbarrier_wait(bar, parity): blocks until the phase of that parity has
 //       completed (the phase before the first counts as complete, so a
-//       producer's first wait on an empty stage passes with parity 1);
+//       producer's first wait on an empty stage passes with parity 1); a
+//       wait of more than 10 s traps (a deadlock);
 //   tma_load_2d(dst, map, c0, c1, bar): the TMA copies the box of tensor
 //       map `map` at (inner c0, outer c1) into `dst` (1024-byte aligned,
 //       128-byte swizzle, zeros past the tensor's edges) and completes its
@@ -306,10 +307,16 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, unsigne
 #endif
 }
 
+// A phase that has not completed after kMbarrierDeadlockNs of waiting never
+// will (a lost arrival or load: a bug): the kernel stops with a message and
+// a trap, so that the process reports an error instead of hanging.
+constexpr uint64_t kMbarrierDeadlockNs = 10'000'000'000ull;
+
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, unsigned parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t done = 0;
-  while (!done) {
+  uint64_t first_miss = 0;
+  while (true) {
+    uint32_t done = 0;
     asm volatile(
         "{\n"
         ".reg .pred p;\n"
@@ -319,6 +326,16 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, unsigned parity) {
         : "=r"(done)
         : "r"(shared_address(bar)), "r"(parity)
         : "memory");
+    if (done) return;
+    uint64_t now;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(now));
+    if (first_miss == 0) {
+      first_miss = now;
+    } else if (now - first_miss > kMbarrierDeadlockNs) {
+      printf("fastlayers: block %d thread %d waited 10 s on an mbarrier phase (parity %u): deadlock, stopping\n",
+             int(blockIdx.x), int(threadIdx.x), parity);
+      __trap();
+    }
   }
 #endif
 }
