@@ -565,7 +565,8 @@ __device__ __forceinline__ void store_wgmma_tile(const GemmArgs<T, float>& g, in
                                                  const float (&acc)[N / 2]) {
   const int64_t row = row0 + 16 * (t / 32) + (t % 32) / 4;
 #pragma unroll
-  for (int e = 0; e < N / 2; ++e) store_c(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4) + e % 2, acc[e]);
+  for (int e = 0; e < N / 2; e += 2)  // acc[e], acc[e + 1]: neighbouring columns, stored as a pair
+    store_c_pair(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4), acc[e], acc[e + 1]);
 }
 
 template <typename T>
