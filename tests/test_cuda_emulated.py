@@ -529,16 +529,20 @@ def test_wgmma_forward_matches_float64(cuda_ops, experimental, m, k, n, dtype, s
 
 @pytest.mark.parametrize("dtype", LOW)
 def test_wgmma_forward_splits_and_falls_back(cuda_ops, experimental, dtype):
-    """With split-K on, a deep forward with one output tile runs its slices
-    on the cp.async-fed wgmma kernel (the TMA's tensor maps describe whole
-    operands), then the in-order sum; without sm_90 (an sm_80 profile here),
-    or for a misaligned operand, the forward stays on the mma.sync kernels."""
+    """With split-K on, a deep forward with one output tile runs as work
+    items of (tile, slice of whole stages) on the wgmma kernel, then the
+    in-order sum; without sm_90 (an sm_80 profile here), or for a misaligned
+    operand, the forward stays on the mma.sync kernels."""
     x, w, b = aligned(64, 512, dtype), aligned(64, 512, dtype, seed=1, scale=512**-0.5), randn(64, dtype=dtype, seed=2)
     exact = ref.linear_relu(x.double(), w.double(), b.double())
     experimental(WGMMA | SPLIT_K)
     launched(cuda_ops)
+    before, blocks = counters(cuda_ops)["wgmma"], counters(cuda_ops)["blocks"]
     out = cuda_ops.linear_relu(x, w, b)
-    assert launched(cuda_ops) == ["gemm_wgmma_kernel<T>", "split_k_sum_kernel<T, Acc>"]
+    assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true, kBN>", "split_k_sum_kernel<T, Acc>"]
+    assert counters(cuda_ops)["wgmma"] - before == 8 * 4 * 2  # 8 stages (one per slice), 4 slices, 2 warpgroups
+    sum_blocks = counters(cuda_ops)["blocks"] - blocks - 8  # 8 persistent blocks: one per (tile, slice)
+    assert 0 < sum_blocks <= 4096
     assert rel_error(out, exact) <= bound(dtype, ref.linear_relu(x, w, b), exact)
     experimental(WGMMA)
     previous = cuda_ops.emulator_set_device(8, 0, 108)
@@ -632,11 +636,12 @@ def test_wgmma_in_all_four_operand_layouts(cuda_ops, experimental, m, k, n, dtyp
 
 
 @pytest.mark.parametrize("dtype", LOW)
-def test_wgmma_backward_leaves_split_and_unaligned_products_to_the_mma_sync_kernels(cuda_ops, experimental, dtype):
+def test_wgmma_backward_splits_and_leaves_unaligned_products_to_the_mma_sync_kernels(cuda_ops, experimental, dtype):
     """With split-K on, a backward product that splits (the weight gradient's
-    one tile, 512 deep) runs on the mma.sync kernels, the other (not split)
-    on wgmma; a gradient whose rows are not 16-byte aligned (out_features 30)
-    never reaches wgmma."""
+    one tile, 512 deep: eight slices of one stage) runs its slices on the
+    wgmma kernel too, with the bias gradient's row sums per slice added up
+    in order; a gradient whose rows are not 16-byte aligned (out_features
+    30) never reaches wgmma."""
     m, k, n = 512, 64, 64
     x, w, b = aligned(m, k, dtype), aligned(n, k, dtype, seed=1, scale=k**-0.5), randn(n, dtype=dtype, seed=2)
     grad = randn(m, n, dtype=dtype, seed=3)
@@ -647,11 +652,15 @@ def test_wgmma_backward_leaves_split_and_unaligned_products_to_the_mma_sync_kern
         "gemm_wgmma_tma_kernel<T, true, true, kBN>",
         "masked_copy_kernel<T>",
         "gemm_wgmma_tma_kernel<T, true, false, kBN>",
-        "gemm_tensor_core_kernel<T>",
+        "masked_copy_kernel<T>",
+        "gemm_wgmma_tma_kernel<T, false, false, kBN>",
         "split_k_sum_kernel<T, Acc>",
     ]
     check_products(got, exact, eager, dtype, "split")
+    again, _, _ = linear_relu_products(cuda_ops, x, w, b, grad)
+    assert all(torch.equal(a, c) for a, c in zip(got, again)), "not repeatable"
     experimental(WGMMA)
+    launched(cuda_ops)
     w30, b30, grad30 = aligned(30, k, dtype, seed=1), randn(30, dtype=dtype, seed=2), randn(m, 30, dtype=dtype, seed=3)
     got, exact, eager = linear_relu_products(cuda_ops, x, w30, b30, grad30)
     assert launched(cuda_ops) == ["gemm_wgmma_tma_kernel<T, true, true, kBN>"] + ["gemm_tensor_core_kernel<T>"] * 2

@@ -60,6 +60,17 @@ __device__ __forceinline__ void store_row_sum(const GemmArgs<T, Acc>& g, int64_t
   }
 }
 
+// Under split-K, the outputs of slice z: its own plane of partial sums (and
+// of row sums); otherwise the product's outputs.
+template <typename T, typename Acc>
+__device__ __forceinline__ GemmArgs<T, Acc> slice_outputs(GemmArgs<T, Acc> g, int64_t z) {
+  if (g.partial) {
+    g.partial += z * g.M * g.N;
+    if (g.partial_row_sums) g.partial_row_sums += z * g.M;
+  }
+  return g;
+}
+
 // The product this block computes: all of it, or under split-K the slice of
 // the reduction blockIdx.z names (operands advanced to its first k, partial
 // outputs to its own plane), so that the kernels' loops run unchanged.
@@ -71,7 +82,7 @@ __device__ __forceinline__ GemmArgs<T, Acc> this_slice(GemmArgs<T, Acc> g) {
   if (g.mask.data) g.mask.data += p0 * g.mask.cs;
   g.b.data += p0 * g.b.rs;
   g.K = std::max<int64_t>(0, std::min<int64_t>(g.k_slice, g.K - p0));
-  g.partial += z * g.M * g.N;
+  g.partial += z * g.M * g.N;  // as slice_outputs(g, z): written out, the async kernel spills 68 bytes less
   if (g.partial_row_sums) g.partial_row_sums += z * g.M;
   return g;
 }
@@ -492,26 +503,16 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   }
 }
 
-// Hopper's warpgroup MMA for the forward's layout (behind the wgmma switch;
-// sm_90a code only, not yet run on a GPU): x and W both k-contiguous, no
-// mask, no row sums. 128x128 output tiles, two warpgroups of 64 rows each,
-// one wgmma m64n128k16 per warpgroup and 16-deep slice. Operands reach
-// shared memory by cp.async in 64-deep stages laid out with the 128-byte
-// swizzle wgmma reads (a row of a stage is 128 bytes of k; chunk c of row r
-// lands at chunk c ^ r % 8), kWgStages deep: while a stage's products run,
-// the copies of the stages kWgStages - 2 ahead are in flight, and one
-// stage's products stay in flight while the next are issued (wgmma_wait<1>).
-// The switch runs the TMA-fed kernel below instead, except on split-K's
-// slices (operands offset into the tensors, which its tensor maps describe
-// whole).
-constexpr int kWgBM = 128, kWgBN = 128, kWgBK = 64, kWgStages = 5, kWgThreads = 256;
-constexpr int kWgRowBytes = 128;                                     // kWgBK half-precision elements
-constexpr int kWgTileBytes = kWgBM * kWgRowBytes;                    // one operand's stage: 16 KB
-constexpr int kWgChunks = kWgBM * (kWgRowBytes / 16) / kWgThreads;   // 16-byte copies per operand per thread
-constexpr int kWgSharedBytes = 2 * kWgStages * kWgTileBytes + 1024;  // + room to align to 1024 bytes
+// Hopper's warpgroup MMA (behind the wgmma switches; sm_90a code only, not
+// yet run on a GPU): 128-row output tiles, two consumer warpgroups of 64
+// rows each, one wgmma m64nNk16 per warpgroup and 16-deep slice of each
+// 64-deep stage; operands reach shared memory by the TMA in the 128-byte
+// swizzled layouts wgmma reads.
+constexpr int kWgBM = 128, kWgBN = 128, kWgBK = 64, kWgStages = 5;
+constexpr int kWgRowBytes = 128;                   // kWgBK half-precision elements
+constexpr int kWgTileBytes = kWgBM * kWgRowBytes;  // one 128-row operand tile of a stage: 16 KB
 static_assert(kWgBM == kWgBN && kWgBM == 2 * 64 && kWgStages >= 3, "two m64 warpgroups; a stage between load and use");
 static_assert(kWgBK * 2 == kWgRowBytes, "a stage's row is the 128-byte swizzle's width of half-precision k");
-static_assert(kWgChunks * kWgThreads * 16 == kWgTileBytes, "every thread copies whole 16-byte chunks");
 
 // A stage holds each operand's 128 (m or n) x 64 (k) tile in one of two
 // layouts: K-major, 128 rows of 128 bytes of k (what the forward's x and W
@@ -569,68 +570,10 @@ __device__ __forceinline__ void store_wgmma_tile(const GemmArgs<T, float>& g, in
     store_c_pair(g, row + 8 * ((e % 4) / 2), j0 + 8 * (e / 4) + 2 * (t % 4), acc[e], acc[e + 1]);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArgs<T, float> args, int64_t col_tiles) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(FASTLAYERS_CUDA_EMULATION)
-  const GemmArgs<T, float> g = this_slice(args);
-  extern __shared__ unsigned char wgmma_shared[];
-  // 1024-byte aligned: the swizzle pattern repeats every 8 rows of 128 bytes.
-  unsigned char* const stages = wgmma_shared + ((1024 - shared_address(wgmma_shared) % 1024) % 1024);
-  auto a_stage = [&](int s) { return stages + s * kWgTileBytes; };
-  auto b_stage = [&](int s) { return stages + (kWgStages + s) * kWgTileBytes; };
-  const int tid = threadIdx.x, warpgroup = tid / 128, t = tid % 128;
-  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kWgBM;
-  const int64_t k_tiles = (g.K + kWgBK - 1) / kWgBK;
-
-  for (int64_t tile = blockIdx.y; tile < col_tiles; tile += gridDim.y) {
-    const int64_t j0 = tile * kWgBN;
-    // Copies of k tile `kt` (none past the end: the group stays, empty, so
-    // that every thread counts the same groups), then the group's commit.
-    auto issue = [&](int64_t kt) {
-      if (kt < k_tiles) {
-        const int s = static_cast<int>(kt % kWgStages);
-#pragma unroll
-        for (int l = 0; l < kWgChunks; ++l) {
-          const int c = tid + l * kWgThreads, r = c / 8, chunk = c % 8;
-          const int64_t p = kt * kWgBK + chunk * 8;
-          const int k_bytes = static_cast<int>(std::min<int64_t>(std::max<int64_t>(g.K - p, 0), 8)) * sizeof(T);
-          const int64_t i = i0 + r, j = j0 + r;
-          const bool a_in = i < g.M && k_bytes > 0, b_in = j < g.N && k_bytes > 0;
-          const int offset = r * kWgRowBytes + ((chunk ^ (r % 8)) * 16);
-          cp_async_16(a_stage(s) + offset, a_in ? g.a.data + i * g.a.rs + p : g.a.data, a_in ? k_bytes : 0);
-          cp_async_16(b_stage(s) + offset, b_in ? g.b.data + j * g.b.cs + p : g.b.data, b_in ? k_bytes : 0);
-        }
-      }
-      cp_async_commit();
-    };
-    float acc[64];
-#pragma unroll
-    for (int e = 0; e < 64; ++e) acc[e] = 0.f;
-
-    for (int kt = 0; kt < kWgStages - 2; ++kt) issue(kt);
-    for (int64_t kt = 0; kt < k_tiles; ++kt) {
-      cp_async_wait<kWgStages - 3>();  // this thread's copies of tile kt have landed
-      fence_proxy_async_shared();      // ... visible to wgmma's reads
-      __syncthreads();                 // ... everyone's; and every warpgroup is done with tile kt - 2
-      issue(kt + kWgStages - 2);       // into tile kt - 2's stage
-      const int s = static_cast<int>(kt % kWgStages);
-      wgmma_stage<T>(acc, a_stage(s), b_stage(s), warpgroup);
-      wgmma_wait<1>();  // tile kt - 1's products are done: its stage may be refilled after the next barrier
-    }
-    wgmma_wait<0>();
-    cp_async_wait<0>();  // the empty groups past the end
-    __syncthreads();     // the next column tile's copies reuse the stages
-    store_wgmma_tile<T, kWgBN>(g, i0 + warpgroup * 64, j0, t, acc);
-  }
-#else
-  __trap();  // never launched: the host dispatch runs it only where the sm_90a code is loaded (wgmma_usable)
-#endif
-}
-
-// The same products fed by the TMA instead (what the wgmma switch runs
-// unless split-K slices the reduction), for operands in either layout
-// (kAKMajor, kBKMajor: K-major, else M/N-major), with row sums; a mask is
-// applied before (gemm() hands it the masked copy). Tiles are 128 x kBN:
+// The wgmma kernel, for operands in either layout (kAKMajor, kBKMajor:
+// K-major, else M/N-major), with row sums and split-K (slices of whole
+// stages: each (tile, slice) a work item, its raw sums to its own plane); a
+// mask is applied before (gemm() hands it the masked copy). Tiles are 128 x kBN:
 // 128 wide, or 256 wide (the wgmma_wide switch, where such tiles fill the
 // GPU: twice the products per byte of A loaded, 128 accumulators per
 // consumer thread, registers moved from the producer to the consumers by
@@ -642,10 +585,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const GemmArg
 // release the stage on its `empty` mbarrier once the products of the stage
 // after it are issued (wgmma_wait<1>). The stages ring over all of a
 // block's tiles; each block takes tiles blockIdx.x, + gridDim.x, ... (row
-// tiles fastest, so neighbouring blocks share B's tile in L2), and a
-// consumer's epilogue overlaps the producer's loads for the next tile. On
-// column tile 0 the consumers also sum their A rows from the stages (the
-// row sums).
+// tiles fastest, so neighbouring blocks share B's tile in L2; then slices),
+// and a consumer's epilogue overlaps the producer's loads for the next
+// tile. On column tile 0 the consumers also sum their A rows from the
+// stages (the row sums).
 constexpr int kTmaThreads = 384;
 
 template <int kBN>
@@ -677,7 +620,7 @@ __device__ __forceinline__ void tma_load_tile(unsigned char* tile, const CUtenso
 template <typename T, bool kAKMajor, bool kBKMajor, int kBN>
 __global__ void __launch_bounds__(kTmaThreads, 1)
     gemm_wgmma_tma_kernel(const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap b_map,
-                          const GemmArgs<T, float> g, int64_t row_tiles, int64_t col_tiles) {
+                          const GemmArgs<T, float> g, int64_t row_tiles, int64_t col_tiles, int64_t slices) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(FASTLAYERS_CUDA_EMULATION)
   using Tiling = TmaTiling<kBN>;
   constexpr int kStages = Tiling::kStages;
@@ -696,15 +639,20 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     fence_mbarrier_init();
   }
   __syncthreads();
-  const int64_t tiles = row_tiles * col_tiles, k_tiles = (g.K + kWgBK - 1) / kWgBK;
+  const int64_t tiles = row_tiles * col_tiles, work = tiles * slices, k_tiles = (g.K + kWgBK - 1) / kWgBK;
+  const int64_t slice_k_tiles = slices > 1 ? g.k_slice / kWgBK : k_tiles;  // gemm() slices whole stages
+  // Work item w: tile w % tiles, k tiles [kt_begin(w), kt_end(w)) of the reduction.
+  auto kt_begin = [&](int64_t w) { return (w / tiles) * slice_k_tiles; };
+  auto kt_end = [&](int64_t w) { return std::min<int64_t>(k_tiles, kt_begin(w) + slice_k_tiles); };
 
   if (warpgroup == 0) {
     if constexpr (kBN == 256) warpgroup_release_registers<40>();
     if (t != 0) return;  // no barrier below involves the producer warpgroup's other threads
-    int64_t it = 0;      // k tiles issued, over all of this block's tiles
-    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    int64_t it = 0;      // k tiles issued, over all of this block's work
+    for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {
+      const int64_t tile = w % tiles;
       const int i0 = static_cast<int>((tile % row_tiles) * kWgBM), j0 = static_cast<int>((tile / row_tiles) * kBN);
-      for (int64_t kt = 0; kt < k_tiles; ++kt, ++it) {
+      for (int64_t kt = kt_begin(w); kt < kt_end(w); ++kt, ++it) {
         const int s = static_cast<int>(it % kStages);
         mbarrier_wait(&empty[s], static_cast<unsigned>((it / kStages) & 1) ^ 1);
         mbarrier_arrive_expect_tx(&full[s], Tiling::kStageBytes);
@@ -720,16 +668,18 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   // The row sums: thread t adds row sum_row of its warpgroup's 64 over the
   // k half sum_half of each stage; the two halves meet by a shuffle.
   const int sum_row = consumer * 64 + (t / 32) * 16 + t % 16, sum_half = (t % 32) / 16;
-  int64_t it = 0;  // k tiles consumed, over all of this block's tiles
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+  int64_t it = 0;  // k tiles consumed, over all of this block's work
+  for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {
+    const int64_t tile = w % tiles;
     const int64_t i0 = (tile % row_tiles) * kWgBM, j0 = (tile / row_tiles) * kBN;
+    const GemmArgs<T, float> out = slice_outputs(g, w / tiles);
     const bool want_sums = g.row_sums != nullptr && j0 == 0;
     float acc[kBN / 2];
 #pragma unroll
     for (int e = 0; e < kBN / 2; ++e) acc[e] = 0.f;
     float row_sum = 0.f;
     int in_use = -1;  // the stage whose products may still be in flight
-    for (int64_t kt = 0; kt < k_tiles; ++kt, ++it) {
+    for (int64_t kt = kt_begin(w); kt < kt_end(w); ++kt, ++it) {
       const int s = static_cast<int>(it % kStages);
       mbarrier_wait(&full[s], static_cast<unsigned>((it / kStages) & 1));
       wgmma_stage<T, kAKMajor, kBKMajor, kBN>(acc, a_stage(s), b_stage(s), consumer);
@@ -746,9 +696,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     if (in_use >= 0) mbarrier_arrive(&empty[in_use]);
     if (want_sums) {
       row_sum += __shfl_xor_sync(0xffffffffu, row_sum, 16);
-      if (sum_half == 0 && i0 + sum_row < g.M) store_row_sum(g, i0 + sum_row, row_sum);
+      if (sum_half == 0 && i0 + sum_row < g.M) store_row_sum(out, i0 + sum_row, row_sum);
     }
-    store_wgmma_tile<T, kBN>(g, i0 + consumer * 64, j0, t, acc);
+    store_wgmma_tile<T, kBN>(out, i0 + consumer * 64, j0, t, acc);
   }
 #else
   __trap();  // never launched: the host dispatch runs it only where the sm_90a code is loaded (wgmma_usable)
@@ -795,10 +745,6 @@ bool wgmma_usable(const at::TensorOptions& scratch, cudaStream_t stream) {
   const int index = c10::cuda::current_device();
   const uint64_t bit = index < 64 ? uint64_t(1) << index : 0;
   if (bit == 0 || !(opted_in.load() & bit)) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_kernel<c10::BFloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        kWgSharedBytes));
-    C10_CUDA_CHECK(cudaFuncSetAttribute(gemm_wgmma_kernel<c10::Half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        kWgSharedBytes));
     opt_in_tma_kernels<c10::BFloat16, 128>();
     opt_in_tma_kernels<c10::Half, 128>();
     opt_in_tma_kernels<c10::BFloat16, 256>();
@@ -1282,11 +1228,12 @@ inline dim3 tile_grid(int64_t M, int64_t N, int64_t bm, int64_t bn, int64_t* col
 }
 
 // Split-K: into how many slices of the reduction (at least kSplitMinDepth
-// deep, a multiple of 32 so that sliced operands keep their 16-byte
-// alignment) a product of `tiles` output tiles is split so that the blocks
+// deep, a multiple of 64 so that sliced operands keep their 16-byte
+// alignment and wgmma's slices are whole stages) a product of `tiles` output tiles is split so that the blocks
 // come close to one per SM; 1 when the tiles fill the GPU already, the
 // switch is off, or the reduction is too short to share.
-constexpr int64_t kSplitMinDepth = 64, kSplitMaxSlices = 16, kSplitAlign = 32;
+constexpr int64_t kSplitMinDepth = 64, kSplitMaxSlices = 16, kSplitAlign = 64;
+static_assert(kSplitAlign % kWgBK == 0, "wgmma's slices are whole stages");
 
 inline int64_t split_k_slice(int64_t tiles, int64_t K, int64_t sms) {
   if (!cuda_experimental(kSplitK) || tiles >= sms) return K;
@@ -1304,13 +1251,14 @@ bool mask_read_as_a(const GemmArgs<T, Acc>& g, VectorLayout a_layout) {
                                     vector_layout(g.mask.data, g.mask.rs, g.mask.cs, g.M, g.K) == a_layout);
 }
 
-// Launches the TMA-fed wgmma kernel with tiles kBN wide on `g` (no split,
-// K > 0, N > 0, both operands in a vector layout, the mask laid out as A):
+// Launches the TMA-fed wgmma kernel with tiles kBN wide on `g` (K > 0, N >
+// 0, both operands in a vector layout, the mask laid out as A; `slices`
+// slices of g.k_slice, a multiple of kWgBK, when split):
 // first, if there is a mask, the masked copy of A; then the tensor maps (an
 // operand's rows along its contiguous dimension, boxes of 128 bytes of it)
 // and one persistent block per SM at most.
 template <typename T, int kBN>
-void launch_wgmma_tma(GemmArgs<T, float> g, VectorLayout a_layout, VectorLayout b_layout, int sms,
+void launch_wgmma_tma(GemmArgs<T, float> g, VectorLayout a_layout, VectorLayout b_layout, int64_t slices, int sms,
                       const at::TensorOptions& scratch, cudaStream_t stream) {
   const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
   at::Tensor masked;  // lives until the kernel is queued; the caching allocator orders its reuse on the stream
@@ -1344,17 +1292,17 @@ void launch_wgmma_tma(GemmArgs<T, float> g, VectorLayout a_layout, VectorLayout 
   CUtensorMap a_map, b_map;
   encode(&a_map, g.a.data, a_k, g.M, g.a.rs, g.a.cs, kWgBM);
   encode(&b_map, g.b.data, b_k, g.N, g.b.cs, g.b.rs, kBN);
-  const int64_t r = (g.M + kWgBM - 1) / kWgBM, c = (g.N + kBN - 1) / kBN;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(r * c, sms));
+  const int64_t r = (g.M + kWgBM - 1) / kWgBM, c = (g.N + kBN - 1) / kBN, z = slices;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(r * c * z, sms));
   constexpr int kShared = TmaTiling<kBN>::kSharedBytes;
   if (a_k && b_k) {
-    gemm_wgmma_tma_kernel<T, true, true, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c);
+    gemm_wgmma_tma_kernel<T, true, true, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c, z);
   } else if (a_k) {
-    gemm_wgmma_tma_kernel<T, true, false, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c);
+    gemm_wgmma_tma_kernel<T, true, false, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c, z);
   } else if (b_k) {
-    gemm_wgmma_tma_kernel<T, false, true, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c);
+    gemm_wgmma_tma_kernel<T, false, true, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c, z);
   } else {
-    gemm_wgmma_tma_kernel<T, false, false, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c);
+    gemm_wgmma_tma_kernel<T, false, false, kBN><<<blocks, kTmaThreads, kShared, stream>>>(a_map, b_map, g, r, c, z);
   }
 }
 
@@ -1386,14 +1334,12 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
       const bool vectors =
           a_layout != VectorLayout::None && b_layout != VectorLayout::None && mask_read_as_a(product, a_layout);
       // wgmma: the TMA kernel takes every vector layout, a mask (through a
-      // masked copy) and row sums, but no empty operand (a tensor map has no
-      // zero extent); split-K's slices go to the cp.async one, which takes
-      // the forward's layout alone.
-      const bool splits = split_k_slice(tiles_of(kWgBM, kWgBN), product.K, sms) < product.K;
-      if (vectors && product.K > 0 && product.N > 0 && (!splits || (forward_layout && product.row_sums == nullptr)) &&
-          (cuda_experimental(kWgmma) || cuda_experimental(kWgmmaWide)) && wgmma_usable(scratch, stream)) {
+      // masked copy), row sums and split-K, but no empty operand (a tensor
+      // map has no zero extent).
+      if (vectors && product.K > 0 && product.N > 0 && (cuda_experimental(kWgmma) || cuda_experimental(kWgmmaWide)) &&
+          wgmma_usable(scratch, stream)) {
         kernel = TiledKernel::Wgmma;
-        wide_tiles = !splits && cuda_experimental(kWgmmaWide) && tiles_of(kWgBM, 256) >= sms;
+        wide_tiles = cuda_experimental(kWgmmaWide) && tiles_of(kWgBM, 256) >= sms;  // then never split
       } else if (forward_layout) {  // the forward's x and W: cp.async copies
         kernel = TiledKernel::TensorCoreAsync;
       } else if (cuda_experimental(kTensorCoreBackward) && vectors) {
@@ -1461,12 +1407,10 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
     default:
       if constexpr (kHalfType<T>) {
         const bool a_k = a_layout == VectorLayout::KMajor, b_k = b_layout == VectorLayout::KMajor;
-        if (kernel == TiledKernel::Wgmma && slices > 1) {  // the slices' operands are offsets into the tensors
-          gemm_wgmma_kernel<T><<<grid, kWgThreads, kWgSharedBytes, stream>>>(g, col_tiles);
-        } else if (kernel == TiledKernel::Wgmma && wide_tiles) {
-          launch_wgmma_tma<T, 256>(g, a_layout, b_layout, sms, scratch, stream);
+        if (kernel == TiledKernel::Wgmma && wide_tiles) {
+          launch_wgmma_tma<T, 256>(g, a_layout, b_layout, slices, sms, scratch, stream);
         } else if (kernel == TiledKernel::Wgmma) {
-          launch_wgmma_tma<T, 128>(g, a_layout, b_layout, sms, scratch, stream);
+          launch_wgmma_tma<T, 128>(g, a_layout, b_layout, slices, sms, scratch, stream);
         } else if (kernel == TiledKernel::TensorCoreAsync) {
           gemm_tensor_core_async_kernel<T><<<grid, kTcThreads, 0, stream>>>(g, col_tiles);
         } else if (kernel == TiledKernel::TensorCore) {
