@@ -572,23 +572,23 @@ __device__ __forceinline__ void store_wgmma_tile(const GemmArgs<T, float>& g, in
 
 // The wgmma kernel, for operands in either layout (kAKMajor, kBKMajor:
 // K-major, else M/N-major), with row sums and split-K (slices of whole
-// stages: each (tile, slice) a work item, its raw sums to its own plane); a
-// mask is applied before (gemm() hands it the masked copy). Tiles are 128 x kBN:
-// 128 wide, or 256 wide (the wgmma_wide switch, where such tiles fill the
-// GPU: twice the products per byte of A loaded, 128 accumulators per
-// consumer thread, registers moved from the producer to the consumers by
-// setmaxnreg, 4 stages instead of 5 in the same shared memory).
+// stages); a mask is applied before (gemm() hands it the masked copy).
+// Tiles are 128 x kBN: 128 wide (5 stages of 32 KB), or 256 wide (the
+// wgmma_wide switch, where such tiles fill the GPU: twice the products per
+// byte of A loaded, 128 accumulators per consumer thread, registers moved
+// from the producer to the consumers by setmaxnreg, 4 stages of 48 KB).
 // Warp-specialised and persistent: one producer warpgroup, of which one
 // thread issues, per 64-deep stage, the TMA loads of the A and B tiles
 // (swizzled by the TMA as wgmma reads them) onto the stage's `full`
 // mbarrier; two consumer warpgroups wait on it, run their four wgmmas, and
 // release the stage on its `empty` mbarrier once the products of the stage
 // after it are issued (wgmma_wait<1>). The stages ring over all of a
-// block's tiles; each block takes tiles blockIdx.x, + gridDim.x, ... (row
-// tiles fastest, so neighbouring blocks share B's tile in L2; then slices),
-// and a consumer's epilogue overlaps the producer's loads for the next
-// tile. On column tile 0 the consumers also sum their A rows from the
-// stages (the row sums).
+// block's work: items (tile, slice) blockIdx.x, + gridDim.x, ... (row
+// tiles fastest, so neighbouring blocks share B's tile in L2; slices
+// last), and a consumer's epilogue overlaps the producer's loads for the
+// next item. Each item's raw sums go to its slice's plane when split. On
+// column tile 0 the consumers also sum their A rows from the stages (the
+// row sums).
 constexpr int kTmaThreads = 384;
 
 template <int kBN>
