@@ -36,7 +36,8 @@ def cuda_ops():
 
 @pytest.mark.skipif(UNDER_ASAN, reason="this is the sanitized run itself")
 def test_no_kernel_reads_or_writes_out_of_bounds_in_either_thread_order():
-    """Every test below again, with the kernels built with AddressSanitizer
+    """Every test below again (the wgmma ones in bfloat16 only: the slowest
+    under the sanitizer), with the kernels built with AddressSanitizer
     (tensors live in CPU memory here, so a read or write past any input,
     output or scratch buffer stops the run with a report) and the emulator's
     threads scheduled highest-first instead of lowest-first (a missing
@@ -59,13 +60,13 @@ def test_no_kernel_reads_or_writes_out_of_bounds_in_either_thread_order():
             "no:cacheprovider",
             os.path.abspath(__file__),
             "-k",
-            "not out_of_bounds_in_either",
+            "not out_of_bounds_in_either and not (wgmma and dtype0)",
         ],
         cwd=os.path.dirname(here),
         env=env,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=3000,
     )
     report = result.stderr[-6000:] + result.stdout[-2000:]
     assert result.returncode == 0 and "Sanitizer" not in report and "runtime error" not in report, report
