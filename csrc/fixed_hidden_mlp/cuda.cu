@@ -15,7 +15,6 @@
 // through ATen (the bias+ReLU epilogue forward).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/_addmm_activation.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -242,9 +241,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
     }
     at::Tensor h = return_sum ? at::empty({m, f}, opts) : out;  // h1, then h3
     if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), m, f, f)) {
-      at::addmm_out(h, bias, x, weight.t());                                   // h1 = x W.T + b
-      at::_addmm_activation_out(hidden, at::ones({f}, opts), h, rand_weight);  // h2 = relu(h1 C + 1)
-      at::addmm_out(h, bias, hidden, weight.t());                              // h3 = h2 W.T + b
+      at::addmm_out(h, bias, x, weight.t());                               // h1 = x W.T + b
+      at::addmm_out(hidden, at::ones({f}, opts), h, rand_weight).relu_();  // h2 = relu(h1 C + 1), NaN kept
+      at::addmm_out(h, bias, hidden, weight.t());                          // h3 = h2 W.T + b
     } else {
       const at::Tensor one = at::ones({1}, opts);  // the "+ 1": a bias of stride 0
       cuda::GemmArgs<T, Acc> g;
@@ -285,9 +284,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& rand_weight,
     const at::Tensor& hidden, const at::Tensor& halvings, bool return_sum, bool input_grad) {
-  const c10::cuda::CUDAGuard guard(input.device());
+  // checks first: a guard on an undefined or CPU input would throw a message that names no argument
   const int64_t m =
       check_fixed_hidden_mlp_backward_args(grad_output, input, weight, rand_weight, hidden, halvings, return_sum);
+  const c10::cuda::CUDAGuard guard(input.device());
   const int64_t f = weight.size(0);
   const at::Tensor x = as_matrix(input);
   const auto opts = input.options();
