@@ -167,6 +167,31 @@ def test_an_input_without_grad_skips_its_product(policy, return_sum, device):
         torch.library.opcheck(OPS.fixed_hidden_mlp_backward.default, (g, x, w, c, hidden, k, return_sum, input_grad))
 
 
+@pytest.mark.parametrize("policy", ["fastlayers", "vendor"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_in_an_input_row_gives_what_the_reference_gives(policy, dtype, device):
+    """A NaN in one input row makes that row NaN through all three layers; the
+    halving loop then stops at once (NaN > 1 is false), so the other rows are
+    not halved. 96 features: past the one-block CUDA kernel, onto the GEMM
+    routes, whose ReLU must keep NaN as torch.relu does."""
+    w, b, c = params(96, dtype, device)
+    x = inputs((40, 96), dtype, device)
+    x[3, 5] = float("nan")
+    switch = backends.cpu_gemm if device == "cpu" else backends.cuda_gemm
+    with switch(policy):
+        out, total = FL.fixed_hidden_mlp(x, w, b, c, False), FL.fixed_hidden_mlp(x, w, b, c, True)
+    want = ref.fixed_hidden_mlp(*(t.double() for t in (x, w, b, c)), return_sum=False)
+    assert torch.equal(out.isnan(), want.isnan()) and want.isnan()[3].all()
+    assert total.isnan()
+    finite = ~want.isnan()
+    bound = (
+        1e-5
+        if dtype == torch.float32
+        else eager_bound(rel_error(ref.fixed_hidden_mlp(x, w, b, c, return_sum=False)[finite], want[finite]))
+    )
+    assert rel_error(out[finite], want[finite]) <= bound
+
+
 def test_double_backward_raises_a_clear_error(device):
     w, b, c = params(4, torch.float64, device)
     x = inputs((2, 4), torch.float64, device).requires_grad_()

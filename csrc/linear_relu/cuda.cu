@@ -5,7 +5,7 @@
 // bias+ReLU epilogue forward, ATen's ReLU mask then cuBLAS backward.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/_addmm_activation.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
@@ -40,8 +40,11 @@ at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight, c
   const at::Tensor x = as_matrix(input);
   if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), x.size(0), weight.size(0), weight.size(1))) {
     at::Tensor out2 = out.view({x.size(0), weight.size(0)});
+    // cuBLASLt's bias epilogue, then ATen's relu_: its fused RELU_BIAS epilogue (_addmm_activation)
+    // turns NaN into 0, where torch.relu keeps it (measured on the H200), so a diverging model would
+    // go on silently. The separate relu_ costs one pass over the output (benchmarks/NOTES.md).
     if (has_bias) {
-      at::_addmm_activation_out(out2, *bias, x, weight.t());
+      at::addmm_out(out2, *bias, x, weight.t()).relu_();
     } else {
       at::mm_out(out2, x, weight.t()).relu_();
     }
