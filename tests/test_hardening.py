@@ -154,8 +154,12 @@ def test_cuda_side_stream_is_ordered_after_the_producer_of_its_inputs(kind):
 @pytest.mark.parametrize("rows", [64, 512])
 def test_cuda_graph_captures_forward_and_backward(kind, policy, rows):
     """A whole step (forward, backward into fresh .grad) captured once and
-    replayed on new inputs: the replays match the float64 reference. The
-    experimental kernels too (split-K takes scratch space inside the capture)."""
+    replayed on new inputs: each replay gives what the same step gives
+    uncaptured on those inputs. The experimental kernels too (split-K takes
+    scratch space inside the capture). (Not the float64 reference: with 512
+    rows, float32 rounding flips one of FixedHiddenMLP's ReLU masks against
+    float64's, a 0.4% gradient difference on any route, seen on the H200;
+    the ops' own tests hold them to float64.)"""
     experimental = ("all",) if policy == "experimental" else ()
     with backends.cuda_gemm("fastlayers" if experimental else policy), backends.cuda_experimental(*experimental):
         step = Step(kind, "cuda", rows=rows, features=128)
@@ -178,7 +182,8 @@ def test_cuda_graph_captures_forward_and_backward(kind, policy, rows):
                 step.x.copy_(new)
             graph.replay()
             torch.cuda.synchronize()
-            assert_close([t.detach() for t in captured], step.reference(new))
+            replayed = [t.detach().clone() for t in captured]
+            assert_close(replayed, step.run(new), tol=1e-6)
 
 
 # ---- determinism ----------------------------------------------------------
