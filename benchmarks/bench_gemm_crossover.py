@@ -7,14 +7,15 @@ depends on the instruction set: the table prints the CPU and the path.
 
 Wall time per call (N calls, then one synchronize): for small products the
 launch and dispatch are what a user pays, for large ones it is GPU time.
-"own ÷ vendor" > 1 means fastlayers' kernels are faster there. On the GPU,
-"exp" is fastlayers' kernels with the experimental ones on
-(fastlayers.backends.cuda_experimental("all"): split-K, the tensor-core
-backward), for deciding whether they become the default.
+"own ÷ vendor" > 1 means fastlayers' kernels are faster there ("own": the
+default kernels). On the GPU, "exp" is fastlayers' kernels with every
+switched one on (fastlayers.backends.cuda_experimental("all"): split-K and
+128-wide wgmma too), for deciding where they become the default.
 
     python -m benchmarks.bench_gemm_crossover [--quick] [--json FILE]
 """
 
+import contextlib
 import math
 import sys
 
@@ -53,11 +54,16 @@ CPU_SHAPES = [
 ]
 
 
+def kernels(experimental):
+    """The switched CUDA kernels named on (the rest off), or the defaults where none are named."""
+    return backends.cuda_experimental(*experimental) if experimental else contextlib.nullcontext()
+
+
 def time_policy(policy, x, w, b, g, experimental=()):
     """Forward and backward (both backward ops) wall µs under one policy (on
     CUDA, with the experimental kernels named in `experimental` on)."""
     switch = backends.cuda_gemm if x.is_cuda else backends.cpu_gemm
-    with switch(policy), backends.cuda_experimental(*experimental), torch.no_grad():
+    with switch(policy), kernels(experimental), torch.no_grad():
         out = FL.linear_relu(x, w, b)
         fwd = wall_us(lambda: FL.linear_relu(x, w, b))
         bwd = wall_us(
@@ -91,7 +97,7 @@ def run(device, quick=False):
                 "fwd own ÷ vendor": vendor_fwd / own_fwd,
                 "bwd own ÷ vendor": vendor_bwd / own_bwd,
             }
-            if device == "cuda":  # the kernels not yet measured (backends.cuda_experimental), same product
+            if device == "cuda":  # every switched kernel on (backends.cuda_experimental), same product
                 exp_fwd, exp_bwd = time_policy("fastlayers", x, w, b, g, experimental=("all",))
                 row.update(
                     {

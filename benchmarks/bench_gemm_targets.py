@@ -2,9 +2,11 @@
 their speed targets are set (benchmarks/NOTES.md, the CUDA GEMM issue):
 linear_relu's forward, or its backward (both products: input gradient, and
 weight gradient with the bias gradient), forced onto fastlayers' kernels
-(the default set, then with each experimental kernel that applies) and onto
-the vendor's (cuBLASLt with its bias+ReLU epilogue through ATen on the GPU,
-oneDNN on the CPU), TF32 off.
+(the defaults, then each switched kernel that applies on its own), against
+the vendor's: on the GPU the forward's anchor is cuBLASLt's bias+ReLU
+epilogue called directly (torch._addmm_activation; fastlayers' own vendor
+route adds a separate ReLU, which keeps NaN), the backward's is fastlayers'
+vendor route (cuBLAS products); on the CPU the vendor route (oneDNN). TF32 off.
 
 On the GPU: GPU time per call (CUDA events, inputs rotated between two
 sets), at the target sizes. On the CPU the same comparison at 1/16 of each
@@ -14,6 +16,7 @@ suite's. "÷ vendor" > 1 means faster than the vendor.
     python -m benchmarks.bench_gemm_targets [--quick] [--json FILE]
 """
 
+import contextlib
 import sys
 
 import torch
@@ -25,17 +28,22 @@ from .timing import bench_main, gpu_us, wall_us
 
 OPS = torch.ops.fastlayers
 
-# (pass, dtype, (rows, in_features, out_features), target, the experimental
-# kernels that apply, one row each): the target is fastlayers ÷ vendor in
-# speed.
+# (pass, dtype, (rows, in_features, out_features), target, the switched
+# kernels that apply, one row each on its own; "none": fastlayers' first
+# kernels): the target is fastlayers ÷ vendor in speed.
 TARGETS = [
-    ("forward", torch.float32, (4096, 4096, 4096), 0.85, ("float_warp_tiled",)),
-    ("forward", torch.bfloat16, (4096, 4096, 4096), 0.9, ("wgmma", "wgmma_wide")),
-    ("forward", torch.bfloat16, (8192, 8192, 8192), 0.9, ("wgmma", "wgmma_wide")),
-    ("backward", torch.bfloat16, (4096, 4096, 4096), 0.7, ("tensor_core_backward", "wgmma", "wgmma_wide")),
-    ("backward", torch.float32, (4096, 4096, 4096), None, ("float_warp_tiled",)),
+    ("forward", torch.float32, (4096, 4096, 4096), 0.85, ("none", "float_warp_tiled")),
+    ("forward", torch.bfloat16, (4096, 4096, 4096), 0.9, ("none", "wgmma", "wgmma_wide")),
+    ("forward", torch.bfloat16, (8192, 8192, 8192), 0.9, ("none", "wgmma", "wgmma_wide")),
+    ("backward", torch.bfloat16, (4096, 4096, 4096), 0.7, ("none", "tensor_core_backward", "wgmma", "wgmma_wide")),
+    ("backward", torch.float32, (4096, 4096, 4096), None, ("none", "float_warp_tiled")),
 ]
 CPU_SCALE = 16
+
+
+def kernels(experimental):
+    """The switched CUDA kernels named on (the rest off), or the defaults where none are named."""
+    return backends.cuda_experimental(*experimental) if experimental else contextlib.nullcontext()
 
 
 def inputs(device, dtype, m, k, n, seed):
@@ -49,7 +57,9 @@ def inputs(device, dtype, m, k, n, seed):
     return x, w, b, grad, out
 
 
-def call(which, x, w, b, grad, out):
+def call(which, x, w, b, grad, out, anchor=False):
+    if which == "forward" and anchor:
+        return lambda: torch._addmm_activation(b, x, w.t(), use_gelu=False)
     if which == "forward":
         return lambda: FL.linear_relu(x, w, b)
     return lambda: (OPS.linear_relu_backward_input(grad, out, w), OPS.linear_relu_backward_params(grad, out, x, True))
@@ -59,8 +69,8 @@ def time_route(which, sets, policy, experimental=(), repeats=20):
     """µs per call of the pass on each input set in turn, under one policy."""
     cuda = sets[0][0].is_cuda
     switch = backends.cuda_gemm if cuda else backends.cpu_gemm
-    with switch(policy), backends.cuda_experimental(*experimental), torch.no_grad():
-        fns = [call(which, *s) for s in sets]
+    with switch(policy), kernels(experimental), torch.no_grad():
+        fns = [call(which, *s, anchor=cuda and policy == "vendor") for s in sets]
         if cuda:
             return gpu_us(fns, repeats=repeats)
         return wall_us(fns[0], repeats=3, budget_s=0.3)

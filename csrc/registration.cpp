@@ -27,7 +27,7 @@ int64_t set_cuda_gemm_policy(int64_t policy) {
   return fastlayers::cuda_gemm_policy().exchange(policy);
 }
 
-// Turns the CUDA kernels not yet measured on a GPU on or off (a bit set of
+// Turns the switched CUDA kernels on or off (a bit set of
 // fastlayers::CudaExperimental; see common/gemm_policy.h); returns the
 // previous set.
 int64_t set_cuda_experimental_kernels(int64_t flags) {
@@ -78,15 +78,16 @@ std::string cpu_features() {
 }  // namespace
 
 namespace fastlayers {
-// FASTLAYERS_CUDA_EXPERIMENTAL: comma-separated kernel names, or "all".
+// FASTLAYERS_CUDA_EXPERIMENTAL: comma-separated kernel names, "all" or "none";
+// unset: kDefaultCudaKernels.
 int64_t cuda_experimental_from_environment() {
   const char* value = std::getenv("FASTLAYERS_CUDA_EXPERIMENTAL");
-  if (value == nullptr) return 0;
+  if (value == nullptr) return kDefaultCudaKernels;
   int64_t flags = 0;
   std::stringstream names(value);
   std::string name;
   while (std::getline(names, name, ',')) {
-    if (name.empty()) continue;
+    if (name.empty() || name == "none") continue;
     if (name == "all") {
       flags |= kAllCudaExperimental;
       continue;
@@ -95,7 +96,7 @@ int64_t cuda_experimental_from_environment() {
     for (size_t i = 0; i < std::size(kCudaExperimentalNames); ++i)
       if (name == kCudaExperimentalNames[i]) bit = int64_t(1) << i;
     TORCH_CHECK(bit != 0, "fastlayers: environment variable FASTLAYERS_CUDA_EXPERIMENTAL names an unknown kernel '",
-                name, "'; known: all, split_k, tensor_core_backward, float_warp_tiled, wgmma");
+                name, "'; known: all, none, split_k, tensor_core_backward, float_warp_tiled, wgmma, wgmma_wide");
     flags |= bit;
   }
   return flags;

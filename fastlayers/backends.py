@@ -41,6 +41,8 @@ def cuda_gemm(policy):
 
 
 CUDA_EXPERIMENTAL = ("split_k", "tensor_core_backward", "float_warp_tiled", "wgmma", "wgmma_wide")
+# On unless switched off: measured faster on an H200 than the kernels they replace (benchmarks/NOTES.md).
+CUDA_DEFAULT_KERNELS = ("tensor_core_backward", "float_warp_tiled", "wgmma_wide")
 
 
 def _experimental_flags(kernels):
@@ -48,11 +50,13 @@ def _experimental_flags(kernels):
     for name in kernels:
         if name == "all":
             flags |= (1 << len(CUDA_EXPERIMENTAL)) - 1
+        elif name == "none":
+            continue
         elif name in CUDA_EXPERIMENTAL:
             flags |= 1 << CUDA_EXPERIMENTAL.index(name)
         else:
             raise ValueError(
-                "fastlayers.backends.cuda_experimental: kernels must be 'all' or among "
+                "fastlayers.backends.cuda_experimental: kernels must be 'all', 'none' or among "
                 f"{list(CUDA_EXPERIMENTAL)}, got {name!r}"
             )
     return flags
@@ -60,9 +64,14 @@ def _experimental_flags(kernels):
 
 @contextlib.contextmanager
 def cuda_experimental(*kernels):
-    """Turns on, inside the block, CUDA kernels of fastlayers that pass their
-    tests under the CPU emulator but have not yet been measured on a GPU, and
-    so are off by default (the rest are turned off; no names: all off):
+    """Turns on, inside the block, exactly the switched CUDA kernels named
+    (the rest off; no names: all off, fastlayers' first kernels only). They
+    pass their tests under the CPU emulator and on an H200; on by default
+    (``CUDA_DEFAULT_KERNELS``) are the three that run only on products large
+    enough to fill the GPU, each measured faster there than the kernel it
+    replaces; split-K and 128-wide wgmma on products that do not fill it are
+    off by default (they won at 2^24 multiply-adds and lost at 2^19, where
+    their extra launch and host set-up cost more than they save):
 
     - ``"split_k"``: products with too few output tiles to fill the GPU split
       the reduction among more blocks and add the slices up in a fixed order
@@ -78,13 +87,13 @@ def cuda_experimental(*kernels):
       Hopper's warpgroup MMA (``wgmma``) fed by the TMA, on compute
       capability 9.0 when the extension was built with sm_90a code
       (``TORCH_CUDA_ARCH_LIST`` naming ``9.0a``);
-    - ``"wgmma_wide"``: the same, with 128x256 output tiles where they fill
-      the GPU;
-    - ``"all"``: all five.
+    - ``"wgmma_wide"``: the same with 128x256 output tiles, where they fill
+      the GPU (on its own: only there);
+    - ``"all"``: all five; ``"none"``: none.
 
     They apply where fastlayers' kernels run (see :func:`cuda_gemm`). The
     environment variable ``FASTLAYERS_CUDA_EXPERIMENTAL`` (comma-separated
-    names) sets the same at start-up. Read when an op runs: set it outside
+    names, ``all`` or ``none``) sets the same at start-up. Read when an op runs: set it outside
     compiled regions and CUDA-graph captures.
     """
     with _scoped(torch.ops.fastlayers.set_cuda_experimental_kernels, _experimental_flags(kernels)):

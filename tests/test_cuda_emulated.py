@@ -31,7 +31,12 @@ UNDER_ASAN = os.environ.get("FASTLAYERS_EMULATION_ASAN") == "1"
 
 @pytest.fixture(scope="module")
 def cuda_ops():
-    return build.load(sanitize=UNDER_ASAN)
+    """The emulated extension with the switched kernels off: the tests of
+    fastlayers' first kernels see those; each switched kernel's tests set
+    their own bits (the `experimental` fixture)."""
+    ops = build.load(sanitize=UNDER_ASAN)
+    ops.set_cuda_experimental_kernels(0)
+    return ops
 
 
 @pytest.mark.skipif(UNDER_ASAN, reason="this is the sanitized run itself")
@@ -241,7 +246,7 @@ def test_linear_relu_large_float_tiles(cuda_ops, gpu):
     assert rel_error(grad_bias, masked.sum(0)) <= 1e-5
 
 
-# ------------------------------------------- experimental kernels (off by default)
+# ------------------------------------------- switched kernels (backends.cuda_experimental)
 SPLIT_K, TENSOR_CORE_BACKWARD, FLOAT_WARP_TILED, WGMMA, WGMMA_WIDE = 1, 2, 4, 8, 16  # backends.CUDA_EXPERIMENTAL's bits
 
 

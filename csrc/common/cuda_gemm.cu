@@ -1335,11 +1335,11 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
           a_layout != VectorLayout::None && b_layout != VectorLayout::None && mask_read_as_a(product, a_layout);
       // wgmma: the TMA kernel takes every vector layout, a mask (through a
       // masked copy), row sums and split-K, but no empty operand (a tensor
-      // map has no zero extent).
-      if (vectors && product.K > 0 && product.N > 0 && (cuda_experimental(kWgmma) || cuda_experimental(kWgmmaWide)) &&
+      // map has no zero extent). wgmma_wide alone: only where its tiles fill the GPU.
+      wide_tiles = cuda_experimental(kWgmmaWide) && tiles_of(kWgBM, 256) >= sms;  // then never split
+      if (vectors && product.K > 0 && product.N > 0 && (cuda_experimental(kWgmma) || wide_tiles) &&
           wgmma_usable(scratch, stream)) {
         kernel = TiledKernel::Wgmma;
-        wide_tiles = cuda_experimental(kWgmmaWide) && tiles_of(kWgBM, 256) >= sms;  // then never split
       } else if (forward_layout) {  // the forward's x and W: cp.async copies
         kernel = TiledKernel::TensorCoreAsync;
       } else if (cuda_experimental(kTensorCoreBackward) && vectors) {

@@ -45,11 +45,17 @@ inline std::atomic<int64_t>& cuda_gemm_policy() {
   return policy;
 }
 
-// CUDA kernels checked under the CPU emulator (tests/test_cuda_emulated.py)
-// but not yet measured on a GPU: off unless asked for, through
-// fastlayers::set_cuda_experimental_kernels (Python:
+// The switched CUDA kernels, checked under the CPU emulator
+// (tests/test_cuda_emulated.py) and, since 2026-12-04, on an H200: set
+// through fastlayers::set_cuda_experimental_kernels (Python:
 // fastlayers.backends.cuda_experimental) or, at start-up, the environment
-// variable FASTLAYERS_CUDA_EXPERIMENTAL (comma-separated names, or "all").
+// variable FASTLAYERS_CUDA_EXPERIMENTAL (comma-separated names, "all" or
+// "none"). On by default (kDefaultCudaKernels): the three that run only on
+// products large enough to fill the GPU, each measured faster there than the
+// kernel it replaces (benchmarks/NOTES.md). Off by default: split_k and wgmma
+// on products that do not fill it, which won at 2^24 multiply-adds and lost
+// at 2^19 (their extra launch and host set-up) until a size threshold is
+// measured.
 //   split_k: products whose output tiles leave SMs idle reduce over slices
 //       of k in separate blocks, then add the slices up in a fixed order;
 //   tensor_core_backward: half-precision products with a mask or with an
@@ -60,15 +66,16 @@ inline std::atomic<int64_t>& cuda_gemm_policy() {
 //   wgmma: half-precision products (forward and backward) on Hopper's
 //       warpgroup MMA fed by the TMA, where the build carries sm_90a code
 //       (TORCH_CUDA_ARCH_LIST with 9.0a);
-//   wgmma_wide: the same (on its own too), with 128x256 output tiles where
-//       they fill the GPU.
+//   wgmma_wide: the same with 128x256 output tiles, where they fill the GPU
+//       (on its own: only there).
 enum CudaExperimental : int64_t {
   kSplitK = 1,
   kTensorCoreBackward = 2,
   kFloatWarpTiled = 4,
   kWgmma = 8,
   kWgmmaWide = 16,
-  kAllCudaExperimental = 31
+  kAllCudaExperimental = 31,
+  kDefaultCudaKernels = kTensorCoreBackward | kFloatWarpTiled | kWgmmaWide
 };
 constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward", "float_warp_tiled", "wgmma",
                                                   "wgmma_wide"};
