@@ -12,8 +12,9 @@
 #              fault there (their mbarrier waits trap after 10 s) cannot take other results with it
 #   targets    benchmarks/bench_gemm_targets.py: the GEMM speed targets, experimental kernels beside
 #   tests      every other test with a CUDA case (pytest-xdist, 8 workers, where it is there)
-#   bench      python -m benchmarks --quick (BENCH_OPS, default all three ops)
-#   crossover  benchmarks/bench_gemm_crossover.py --quick
+#   bench      python -m benchmarks --quick (BENCH_OPS: default all three ops; BENCH_ARGS= for the
+#              full shapes, BENCH_LIMIT seconds)
+#   crossover  benchmarks/bench_gemm_crossover.py --quick (CROSSOVER_ARGS= for the full sweep)
 #   large      the large-tensor cases;  sanitize: compute-sanitizer's small case
 #
 # Uses the python3 that already has torch (the GPU machine has no package
@@ -66,31 +67,31 @@ for s in "${stages[@]}"; do
       # Hopper only (half the compile of the default 8.0;9.0+PTX), as sm_90a code so that the
       # wgmma kernel is in; a torch whose cpp_extension does not know 9.0a gets plain 9.0.
       arch=${TORCH_CUDA_ARCH_LIST:-9.0a}
-      FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=16 stage build 200 "$PY" setup.py build_ext --inplace ||
+      FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=16 stage build 120 "$PY" setup.py build_ext --inplace ||
         { [ "$arch" = 9.0a ] && grep -q "Unknown CUDA arch (9.0a)" "$out/logs/build.log" &&
-          FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 stage build 200 "$PY" setup.py build_ext --inplace; } ||
+          FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 stage build 120 "$PY" setup.py build_ext --inplace; } ||
         break
       so=$(ls fastlayers/_C*.so)
       { strip --strip-debug -o "$out/${so##*/}" "$so" || cp "$so" "$out/"; } && gzip "$out/${so##*/}"
       cp fastlayers/_build_info.py "$out/build_info.py"
       ;;
     exp)
-      stage exp 60 "$PY" -m pytest -q -p no:cacheprovider -k 'cuda and not emulated and (experimental_kernels or wgmma)' tests
+      stage exp 50 "$PY" -m pytest -q -p no:cacheprovider -k 'cuda and not emulated and (experimental_kernels or wgmma)' tests
       ;;
     targets)
-      stage targets 90 "$PY" -m benchmarks.bench_gemm_targets --json "$out/targets.json"
+      stage targets 60 "$PY" -m benchmarks.bench_gemm_targets --json "$out/targets.json"
       ;;
     tests)
-      stage tests 150 "$PY" -m pytest -q -p no:cacheprovider "${xdist[@]}" \
+      stage tests 120 "$PY" -m pytest -q -p no:cacheprovider "${xdist[@]}" \
         -k 'cuda and not emulated and not experimental_kernels and not wgmma and not fit_two_blocks' tests
       ;;
     bench)
-      stage bench 150 "$PY" -m benchmarks --device cuda --quick --ops "${BENCH_OPS:-linear_relu,center,fixed_hidden_mlp}" --out "$out/bench"
+      stage bench "${BENCH_LIMIT:-150}" "$PY" -m benchmarks --device cuda ${BENCH_ARGS---quick} --ops "${BENCH_OPS:-linear_relu,center,fixed_hidden_mlp}" --out "$out/bench"
       for f in results.md results.json; do [ -f "$out/bench/$f" ] && mv "$out/bench/$f" "$out/bench_$f"; done
       rm -rf "$out/bench"
       ;;
     crossover)
-      stage crossover 90 "$PY" -m benchmarks.bench_gemm_crossover --quick --json "$out/crossover.json"
+      stage crossover 80 "$PY" -m benchmarks.bench_gemm_crossover ${CROSSOVER_ARGS---quick} --json "$out/crossover.json"
       ;;
     large)
       FASTLAYERS_LARGE_TESTS=1 stage large 90 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_large_tensors.py
@@ -104,7 +105,7 @@ for s in "${stages[@]}"; do
 done
 printf '%s\n' "${rows[@]}" >>"$summary"
 tar -czf "$out/logs.tar.gz" -C "$out" logs && rm -rf "$out/logs"
-# The reply carries the output's end: the failures first, then the targets, then the stage table.
+# The reply carries the output's end: the failures first, then the targets and crossover tables, then the stage table.
 tar -xzOf "$out/logs.tar.gz" 2>/dev/null | grep -E "^(FAILED|ERROR) |mbarrier|illegal|CUDA error" | cut -c1-220 | head -20
-tar -xzOf "$out/logs.tar.gz" logs/targets.log 2>/dev/null | tail -14
+tar -xzOf "$out/logs.tar.gz" logs/targets.log logs/crossover.log 2>/dev/null | grep -v "^torch "
 cat "$summary"
