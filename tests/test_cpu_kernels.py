@@ -134,6 +134,33 @@ def test_fixed_hidden_mlp_on_the_bfloat16_kernels():
         assert rel_error(got, expected) <= eager_bound(rel_error(eager, expected))
 
 
+@pytest.mark.parametrize("isa", INFO["supported"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_op_runs_on_every_supported_rung(isa, dtype):
+    """Each rung this CPU supports, forced, for every op: amx_emulated (the
+    highest rung, offered on any CPU) once sent the centering and the
+    halving sums to AVX-512 code on an AVX2-only EPYC (SIGILL)."""
+    torch.manual_seed(0)
+    x, w, b, c = torch.rand(70, 40), torch.randn(40, 40) / 7, torch.randn(40), torch.rand(40, 40)
+    args = [t.to(dtype) for t in (x, w, b, c)]
+    with backends.cpu_isa(isa):
+        got = [
+            FL.center(args[0]),
+            FL.center(args[0], 0),
+            FL.linear_relu(*args[:3]),
+            FL.fixed_hidden_mlp(*args, return_sum=False),
+        ]
+    wide = [t.double() for t in args]
+    want = [
+        ref.center(wide[0]),
+        ref.center(wide[0], 0),
+        ref.linear_relu(*wide[:3]),
+        ref.fixed_hidden_mlp(*wide, return_sum=False),
+    ]
+    for g, e in zip(got, want):
+        assert rel_error(g, e) <= (1e-5 if dtype == torch.float32 else 2e-2)
+
+
 def test_switches_are_scoped_and_checked():
     before = backends.cpu_info()
     with backends.cpu_isa("portable"), backends.cpu_gemm("vendor"):

@@ -125,7 +125,7 @@ FASTLAYERS_CENTER_LOOPS(__attribute__((target("avx512f,avx512bw,avx512vl,prefer-
 template <typename T, typename Acc>
 Loops<T, Acc> select_loops() {
 #if defined(__x86_64__)
-  const cpu::Isa isa = cpu::active_isa();
+  const cpu::Isa isa = cpu::vector_isa();
   if (isa >= cpu::Isa::Avx512)
     return {&avx512_shifted_sum<T, Acc>, &avx512_subtract<T, Acc>, &avx512_column_sums<T, Acc>,
             &avx512_column_subtract<T, Acc>, &avx512_rows<T, Acc>};

@@ -107,6 +107,11 @@ Isa active_isa() {
   return s < 0 ? default_isa() : static_cast<Isa>(s);
 }
 
+Isa vector_isa() {
+  const Isa active = active_isa();
+  return active == Isa::AmxEmulated ? default_isa() : active;
+}
+
 int64_t set_isa(int64_t isa) {
   TORCH_CHECK(isa >= -1 && isa < kIsaCount, "fastlayers::set_cpu_isa: argument 'isa' must be -1 (auto) or 0..",
               kIsaCount - 1, ", got ", isa);

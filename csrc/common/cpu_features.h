@@ -44,6 +44,11 @@ Isa default_isa();
 // The ISA the kernels use now.
 Isa active_isa();
 
+// The rung for plain vector code (everything but the bfloat16 GEMM's tile
+// kernel): the active one, except that a forced amx_emulated, the highest
+// rung, means the CPU's default there (it may have no AVX-512 at all).
+Isa vector_isa();
+
 // Caps (or, for amx_emulated, forces) the ISA; -1 restores the default.
 // Returns the previous setting (-1 for the default). Unsupported rungs are
 // an error naming what the CPU has.

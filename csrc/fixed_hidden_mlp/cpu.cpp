@@ -86,7 +86,7 @@ template <typename T>
 Sums sums_in_double(const T* x, int64_t n) {
   Sums (*chunk)(const T*, int64_t) = &portable_chunk_sums<T>;
 #if defined(__x86_64__)
-  if (cpu::active_isa() >= cpu::Isa::Avx512) chunk = &avx512_chunk_sums<T>;
+  if (cpu::vector_isa() >= cpu::Isa::Avx512) chunk = &avx512_chunk_sums<T>;
 #endif
   auto chunk_sums = [&](int64_t c) { return chunk(x + c * kSumChunk, std::min(kSumChunk, n - c * kSumChunk)); };
   const int64_t chunks = (n + kSumChunk - 1) / kSumChunk;
