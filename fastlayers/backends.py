@@ -40,9 +40,9 @@ def cuda_gemm(policy):
         yield
 
 
-CUDA_EXPERIMENTAL = ("split_k", "tensor_core_backward", "float_warp_tiled", "wgmma", "wgmma_wide")
+CUDA_EXPERIMENTAL = ("split_k", "tensor_core_backward", "float_warp_tiled", "wgmma", "wgmma_wide", "split_k_float32")
 # On unless switched off: measured faster on an H200 than the kernels they replace (benchmarks/NOTES.md).
-CUDA_DEFAULT_KERNELS = ("tensor_core_backward", "float_warp_tiled", "wgmma_wide")
+CUDA_DEFAULT_KERNELS = ("tensor_core_backward", "float_warp_tiled", "wgmma_wide", "split_k_float32")
 
 
 def _experimental_flags(kernels):
@@ -67,15 +67,17 @@ def cuda_experimental(*kernels):
     """Turns on, inside the block, exactly the switched CUDA kernels named
     (the rest off; no names: all off, fastlayers' first kernels only). They
     pass their tests under the CPU emulator and on an H200; on by default
-    (``CUDA_DEFAULT_KERNELS``) are the three that run only on products large
-    enough to fill the GPU, each measured faster there than the kernel it
-    replaces; split-K and 128-wide wgmma on products that do not fill it are
-    off by default (they won at 2^24 multiply-adds and lost at 2^19, where
-    their extra launch and host set-up cost more than they save):
+    (``CUDA_DEFAULT_KERNELS``), each measured faster there than the kernel
+    it replaces, are the three that run only on products large enough to
+    fill the GPU and split-K for float32 (faster or even at every size
+    measured); split-K for the other dtypes and 128-wide wgmma on products
+    too small for the wide tiles are off by default (with every switch on,
+    bfloat16 lost to the defaults below 2^25 multiply-adds: an extra launch,
+    the tensor maps' host set-up):
 
     - ``"split_k"``: products with too few output tiles to fill the GPU split
       the reduction among more blocks and add the slices up in a fixed order
-      (deterministic);
+      (deterministic); ``"split_k_float32"``: the same for float32 only;
     - ``"tensor_core_backward"``: float16/bfloat16 products with the ReLU
       mask or with operands contiguous along m or n (the backward's) on
       tensor cores, reading 16-byte vectors and transposing with
@@ -89,7 +91,7 @@ def cuda_experimental(*kernels):
       (``TORCH_CUDA_ARCH_LIST`` naming ``9.0a``);
     - ``"wgmma_wide"``: the same with 128x256 output tiles, where they fill
       the GPU (on its own: only there);
-    - ``"all"``: all five; ``"none"``: none.
+    - ``"all"``: all six; ``"none"``: none.
 
     They apply where fastlayers' kernels run (see :func:`cuda_gemm`). The
     environment variable ``FASTLAYERS_CUDA_EXPERIMENTAL`` (comma-separated

@@ -265,13 +265,13 @@ def test_cuda_gemm_policy_is_scoped_and_checked():
 
 def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environment():
     default = OPS.set_cuda_experimental_kernels(0)
-    assert default == 22  # tensor_core_backward, float_warp_tiled, wgmma_wide: measured faster on the H200
+    assert default == 54  # tensor_core_backward, float_warp_tiled, wgmma_wide, split_k_float32: the H200's
     OPS.set_cuda_experimental_kernels(default)
     assert backends._experimental_flags(backends.CUDA_DEFAULT_KERNELS) == default
     with backends.cuda_experimental("split_k"):
         assert OPS.set_cuda_experimental_kernels(1) == 1
         with backends.cuda_experimental("all"):
-            assert OPS.set_cuda_experimental_kernels(31) == 31
+            assert OPS.set_cuda_experimental_kernels(63) == 63
         with backends.cuda_experimental():
             assert OPS.set_cuda_experimental_kernels(0) == 0
         with backends.cuda_experimental("none"):
@@ -283,17 +283,18 @@ def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environmen
             pass
     with backends.cuda_experimental("float_warp_tiled", "split_k"):
         assert OPS.set_cuda_experimental_kernels(5) == 5
-    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 31"):
-        OPS.set_cuda_experimental_kernels(32)
+    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 63"):
+        OPS.set_cuda_experimental_kernels(64)
     script = "import torch, fastlayers; print(torch.ops.fastlayers.set_cuda_experimental_kernels(0))"
     for value, expected in (
         ("tensor_core_backward", "2"),
         ("split_k,float_warp_tiled", "5"),
         ("wgmma", "8"),
         ("wgmma_wide", "16"),
-        ("all", "31"),
+        ("split_k_float32", "32"),
+        ("all", "63"),
         ("none", "0"),
-        (None, "22"),
+        (None, "54"),
     ):
         env = {k: v for k, v in os.environ.items() if k != "FASTLAYERS_CUDA_EXPERIMENTAL"}
         if value is not None:

@@ -1235,8 +1235,8 @@ inline dim3 tile_grid(int64_t M, int64_t N, int64_t bm, int64_t bn, int64_t* col
 constexpr int64_t kSplitMinDepth = 64, kSplitMaxSlices = 16, kSplitAlign = 64;
 static_assert(kSplitAlign % kWgBK == 0, "wgmma's slices are whole stages");
 
-inline int64_t split_k_slice(int64_t tiles, int64_t K, int64_t sms) {
-  if (!cuda_experimental(kSplitK) || tiles >= sms) return K;
+inline int64_t split_k_slice(bool on, int64_t tiles, int64_t K, int64_t sms) {
+  if (!on || tiles >= sms) return K;
   const int64_t slices = std::min({sms / tiles, K / kSplitMinDepth, kSplitMaxSlices});
   if (slices < 2) return K;
   return ((K + slices - 1) / slices + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
@@ -1369,7 +1369,8 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
   at::Tensor partial;  // split-K's slices, on the caching allocator (so also inside CUDA-graph capture)
   int64_t slices = 1;
   if (!float_large) {  // the float32 128x128 kernels run only when their tiles fill the GPU
-    g.k_slice = split_k_slice(tiles_of(bm, bn), g.K, sms);
+    const bool split_on = cuda_experimental(kSplitK) || (std::is_same_v<T, float> && cuda_experimental(kSplitKFloat32));
+    g.k_slice = split_k_slice(split_on, tiles_of(bm, bn), g.K, sms);
     slices = g.k_slice < g.K ? (g.K + g.k_slice - 1) / g.k_slice : 1;
   }
   if (slices > 1) {

@@ -36,9 +36,14 @@ enum class GemmPass { Forward, Backward };
 //   float16/bfloat16 backward: won at 2^19, lost at 2^21 (0.79x);
 //   float32/float64 both ways: won at 2^21 (1.23x forward, 1.06x backward),
 //       lost at 2^23 (0.73x, 0.59x).
+// With split-K for float32 (on the H200, benchmarks/results/gpu_h200/gemm_crossover.txt):
+//   float32 both ways: won at 2^25 (2.0x forward, 1.6x backward), lost at
+//       2^27 (0.6x, 0.7x); without split-K the H200 agrees with the H100
+//       (won at 2^21, lost at 2^23).
 constexpr int64_t kVendorMinMacsHalfForward = int64_t(1) << 25;
 constexpr int64_t kVendorMinMacsHalfBackward = int64_t(1) << 20;
 constexpr int64_t kVendorMinMacsFloat = int64_t(1) << 22;
+constexpr int64_t kVendorMinMacsFloatSplitK = int64_t(1) << 26;
 
 inline std::atomic<int64_t>& cuda_gemm_policy() {
   static std::atomic<int64_t> policy{static_cast<int64_t>(CudaGemmPolicy::Auto)};
@@ -50,14 +55,17 @@ inline std::atomic<int64_t>& cuda_gemm_policy() {
 // through fastlayers::set_cuda_experimental_kernels (Python:
 // fastlayers.backends.cuda_experimental) or, at start-up, the environment
 // variable FASTLAYERS_CUDA_EXPERIMENTAL (comma-separated names, "all" or
-// "none"). On by default (kDefaultCudaKernels): the three that run only on
-// products large enough to fill the GPU, each measured faster there than the
-// kernel it replaces (benchmarks/NOTES.md). Off by default: split_k and wgmma
-// on products that do not fill it, which won at 2^24 multiply-adds and lost
-// at 2^19 (their extra launch and host set-up) until a size threshold is
-// measured.
+// "none"). On by default (kDefaultCudaKernels), each measured faster on the
+// H200 than the kernel it replaces (benchmarks/NOTES.md): the three that run
+// only on products large enough to fill the GPU, and split-K for float32
+// (faster or even at every size of the crossover sweep, 2^16 to 2^29
+// multiply-adds). Off by default: split-K for the other dtypes and wgmma on
+// products too small for the wide tiles (every switch on lost to the
+// defaults in bfloat16 below 2^25: an extra launch, the tensor maps' host
+// set-up), until a size threshold is measured.
 //   split_k: products whose output tiles leave SMs idle reduce over slices
 //       of k in separate blocks, then add the slices up in a fixed order;
+//   split_k_float32: the same for float32 products only;
 //   tensor_core_backward: half-precision products with a mask or with an
 //       operand contiguous along m or n (the backward's) on tensor cores,
 //       read in 16-byte vectors and fed to mma through ldmatrix(.trans);
@@ -74,11 +82,12 @@ enum CudaExperimental : int64_t {
   kFloatWarpTiled = 4,
   kWgmma = 8,
   kWgmmaWide = 16,
-  kAllCudaExperimental = 31,
-  kDefaultCudaKernels = kTensorCoreBackward | kFloatWarpTiled | kWgmmaWide
+  kSplitKFloat32 = 32,
+  kAllCudaExperimental = 63,
+  kDefaultCudaKernels = kTensorCoreBackward | kFloatWarpTiled | kWgmmaWide | kSplitKFloat32
 };
-constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward", "float_warp_tiled", "wgmma",
-                                                  "wgmma_wide"};
+constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward", "float_warp_tiled",
+                                                  "wgmma",   "wgmma_wide",           "split_k_float32"};
 
 int64_t cuda_experimental_from_environment();  // registration.cpp
 
@@ -87,8 +96,9 @@ inline std::atomic<int64_t>& cuda_experimental_kernels() {
   return flags;
 }
 
-inline bool cuda_experimental(CudaExperimental kernel) {
-  return (cuda_experimental_kernels().load(std::memory_order_relaxed) & kernel) != 0;
+// Whether any of the switched kernels in `kernels` (bits of CudaExperimental) is on.
+inline bool cuda_experimental(int64_t kernels) {
+  return (cuda_experimental_kernels().load(std::memory_order_relaxed) & kernels) != 0;
 }
 
 inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
@@ -102,7 +112,9 @@ inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int
       return true;
     default: {
       const bool half = dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
-      const int64_t min_macs = !half                       ? kVendorMinMacsFloat
+      const bool float_split = dtype == c10::ScalarType::Float && cuda_experimental(kSplitK | kSplitKFloat32);
+      const int64_t min_macs = float_split                 ? kVendorMinMacsFloatSplitK
+                               : !half                     ? kVendorMinMacsFloat
                                : pass == GemmPass::Forward ? kVendorMinMacsHalfForward
                                                            : kVendorMinMacsHalfBackward;
       return m * n * k >= min_macs;
