@@ -107,8 +107,8 @@ int64_t cuda_experimental_from_environment() {
 }  // namespace fastlayers
 
 TORCH_LIBRARY(fastlayers, m) {
-  // Which matrix product the CUDA ops use, and which of fastlayers' CUDA
-  // kernels not yet measured on a GPU are on; see common/gemm_policy.h.
+  // Which matrix product the CUDA ops use, and which of fastlayers' switched
+  // CUDA kernels are on; see common/gemm_policy.h.
   m.def("set_cuda_gemm_policy(int policy) -> int", &set_cuda_gemm_policy);
   // The same on the CPU, and which instruction set the CPU kernels use (-1
   // auto; see common/cpu_features.h); cpu_features() reports what was found.

@@ -8,7 +8,7 @@
 # stages (default: build exp targets tests bench crossover):
 #   build      setup.py build_ext for sm_90a; the built extension is kept in $OUT (_C*.so.gz without
 #              debug info, build_info.py) so that a second call can carry it instead of building again
-#   exp        the experimental kernels' GPU tests (never yet run on a GPU), in their own process: a
+#   exp        the switched kernels' GPU tests (backends.cuda_experimental), in their own process: a
 #              fault there (their mbarrier waits trap after 10 s) cannot take other results with it
 #   targets    benchmarks/bench_gemm_targets.py: the GEMM speed targets, experimental kernels beside
 #   tests      every other test with a CUDA case (pytest-xdist, 8 workers, where it is there)
