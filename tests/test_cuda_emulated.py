@@ -33,10 +33,13 @@ UNDER_ASAN = os.environ.get("FASTLAYERS_EMULATION_ASAN") == "1"
 def cuda_ops():
     """The emulated extension with the switched kernels off: the tests of
     fastlayers' first kernels see those; each switched kernel's tests set
-    their own bits (the `experimental` fixture)."""
+    their own bits (the `experimental` fixture). Restored after the module:
+    the switch is an inline function's static, one object for both
+    libraries in the process (the real extension's tests see it too)."""
     ops = build.load(sanitize=UNDER_ASAN)
-    ops.set_cuda_experimental_kernels(0)
-    return ops
+    previous = ops.set_cuda_experimental_kernels(0)
+    yield ops
+    ops.set_cuda_experimental_kernels(previous)
 
 
 @pytest.mark.skipif(UNDER_ASAN, reason="this is the sanitized run itself")
