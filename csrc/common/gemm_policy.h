@@ -1,6 +1,6 @@
 // Which matrix product the CUDA ops run: fastlayers' own kernels
 // (common/cuda_gemm.h) or the vendor's (cuBLAS/cuBLASLt through ATen, with
-// the bias+ReLU epilogue where there is one). It picks for linear_relu's
+// the bias epilogue; the ReLU after it, as cuBLASLt's fused one drops NaN). It picks for linear_relu's
 // forward and backward and for FixedHiddenMLP's multi-kernel path (its
 // single-launch kernels for small shapes are whole-op kernels, not a GEMM
 // choice). The policy is process-wide, set through the op

@@ -12,7 +12,7 @@
 // uses of the weight, all on the current stream.
 // The products of the larger problems are common/cuda_gemm.h's (mask and
 // bias-gradient row sums fused) or, per common/gemm_policy.h, the vendor's
-// through ATen (the bias+ReLU epilogue forward).
+// through ATen (the bias epilogue, and relu_ after the hidden layer's).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/addmm.h>

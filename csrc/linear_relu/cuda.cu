@@ -1,8 +1,8 @@
 // CUDA kernels of the linear_relu ops: each is one launch of the product in
 // common/cuda_gemm.h (plus a column-sum kernel when only the bias needs a
 // gradient), on the current stream under a device guard. Large products may
-// go to the vendor's GEMM instead (common/gemm_policy.h): cuBLASLt's
-// bias+ReLU epilogue forward, ATen's ReLU mask then cuBLAS backward.
+// go to the vendor's GEMM instead (common/gemm_policy.h): cuBLASLt's bias
+// epilogue and ATen's relu_ forward, ATen's ReLU mask then cuBLAS backward.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/addmm.h>
