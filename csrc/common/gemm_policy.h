@@ -148,7 +148,8 @@ struct CpuCrossover {
   VendorBand float_forward, float_backward, half_forward, half_backward;
 };
 
-// AVX-512 rungs: measured on a 2-core AMD EPYC (Zen 4: AVX-512 with
+// AVX-512 rungs on a CPU with AVX512-BF16 (oneDNN's bfloat16 products run
+// on vdpbf16ps or the tile unit): measured on a 2-core AMD EPYC (Zen 4: AVX-512 with
 // AVX512-BF16, no AMX; benchmarks/results/cpu_avx512_bf16/gemm_crossover.txt,
 // three runs), sweep steps of 2^2-2^3, fastlayers ÷ vendor:
 //   float32 forward: 1.00-1.08x at 2^22 (one run 0.73x), 0.87-0.98x from 2^24;
@@ -160,18 +161,25 @@ struct CpuCrossover {
 // The AMX rung uses the same table: on an Intel AMX CPU oneDNN's bfloat16
 // products run on the tile unit and were faster still (3-7x fastlayers at
 // 2^24 and up), so the vendor there from 2^21 is on the safe side.
+constexpr CpuCrossover kCrossoverAvx512Bf16{
+    {int64_t(1) << 23}, {int64_t(1) << 18, int64_t(1) << 27}, {int64_t(1) << 21}, {int64_t(1) << 20}};
+// AVX-512 without AVX512-BF16: measured on a 2-core Intel Xeon (Ice Lake
+// class: AVX-512 with VNNI, no AVX512-BF16, no AMX;
+// benchmarks/results/cpu_avx512/gemm_crossover.txt, three runs):
+//   float32 forward: 1.13-1.32x at 2^22, 0.60-0.98x from 2^24;
+//   float32 backward: 0.94-1.07x at 2^19-2^22, 0.75-1.43x at 2^24, 0.59-0.88x from 2^26;
+//   bfloat16 forward and backward: 1.07-4.67x everywhere, 1.8-2.9x from 2^28:
+//       without bfloat16 instructions oneDNN's products are slower than
+//       fastlayers' (operands widened to float32 while packing), so they never go there.
+constexpr CpuCrossover kCrossoverAvx512{{int64_t(1) << 23}, {int64_t(1) << 23}, {kNever}, {kNever}};
 // AVX2 and portable: fastlayers measured 1.5-1.8x eager on an AVX2-only AMD
 // CPU in an earlier session, so no vendor route there until one is measured.
-inline CpuCrossover cpu_crossover(cpu::Isa isa) {
-  switch (isa) {
-    case cpu::Isa::Avx512:
-    case cpu::Isa::Avx512Bf16:
-    case cpu::Isa::Amx:
-    case cpu::Isa::AmxEmulated:
-      return {{int64_t(1) << 23}, {int64_t(1) << 18, int64_t(1) << 27}, {int64_t(1) << 21}, {int64_t(1) << 20}};
-    default:
-      return {{kNever}, {kNever}, {kNever}, {kNever}};
-  }
+// The table follows the rung fastlayers runs and the CPU's bfloat16
+// instructions, which the vendor uses whatever rung fastlayers is capped to.
+inline CpuCrossover cpu_crossover(cpu::Isa active, cpu::Isa best) {
+  // The AVX-512 rungs (amx_emulated included) on an AVX-512 CPU.
+  if (active < cpu::Isa::Avx512 || best < cpu::Isa::Avx512) return {{kNever}, {kNever}, {kNever}, {kNever}};
+  return best >= cpu::Isa::Avx512Bf16 ? kCrossoverAvx512Bf16 : kCrossoverAvx512;
 }
 
 inline bool use_vendor_cpu_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
@@ -183,7 +191,7 @@ inline bool use_vendor_cpu_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m,
       return true;
     default: {
       if (dtype == c10::ScalarType::Double) return false;  // oneDNN has no float64 product to offer
-      const CpuCrossover c = cpu_crossover(cpu::active_isa());
+      const CpuCrossover c = cpu_crossover(cpu::active_isa(), cpu::best_isa());
       const bool half = dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
       const VendorBand band = half ? (pass == GemmPass::Forward ? c.half_forward : c.half_backward)
                                    : (pass == GemmPass::Forward ? c.float_forward : c.float_backward);
