@@ -1369,8 +1369,7 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
   at::Tensor partial;  // split-K's slices, on the caching allocator (so also inside CUDA-graph capture)
   int64_t slices = 1;
   if (!float_large) {  // the float32 128x128 kernels run only when their tiles fill the GPU
-    const bool split_on = cuda_experimental(kSplitK) || (std::is_same_v<T, float> && cuda_experimental(kSplitKFloat32));
-    g.k_slice = split_k_slice(split_on, tiles_of(bm, bn), g.K, sms);
+    g.k_slice = split_k_slice(cuda_split_k_on(c10::CppTypeToScalarType<T>::value), tiles_of(bm, bn), g.K, sms);
     slices = g.k_slice < g.K ? (g.K + g.k_slice - 1) / g.k_slice : 1;
   }
   if (slices > 1) {

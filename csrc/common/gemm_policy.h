@@ -101,6 +101,12 @@ inline bool cuda_experimental(int64_t kernels) {
   return (cuda_experimental_kernels().load(std::memory_order_relaxed) & kernels) != 0;
 }
 
+// Whether split-K serves products of this dtype (the routing threshold and
+// the launcher both ask, so they cannot disagree).
+inline bool cuda_split_k_on(c10::ScalarType dtype) {
+  return cuda_experimental(kSplitK) || (dtype == c10::ScalarType::Float && cuda_experimental(kSplitKFloat32));
+}
+
 inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
   // An empty reduction stays here: ATen's CUDA addmm then returns the bias
   // without applying the activation.
@@ -112,7 +118,7 @@ inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int
       return true;
     default: {
       const bool half = dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
-      const bool float_split = dtype == c10::ScalarType::Float && cuda_experimental(kSplitK | kSplitKFloat32);
+      const bool float_split = dtype == c10::ScalarType::Float && cuda_split_k_on(dtype);
       const int64_t min_macs = float_split                 ? kVendorMinMacsFloatSplitK
                                : !half                     ? kVendorMinMacsFloat
                                : pass == GemmPass::Forward ? kVendorMinMacsHalfForward
