@@ -29,14 +29,15 @@ from .timing import bench_main, gpu_us, wall_us
 OPS = torch.ops.fastlayers
 
 # (pass, dtype, (rows, in_features, out_features), target, the switched
-# kernels that apply, one row each on its own; "none": fastlayers' first
-# kernels): the target is fastlayers ÷ vendor in speed.
+# kernels that apply, one row each on its own, or joined by "+"; "none":
+# fastlayers' first kernels): the target is fastlayers ÷ vendor in speed.
+FLOAT_PIPELINED = "float_warp_tiled+float_warp_pipelined"
 TARGETS = [
-    ("forward", torch.float32, (4096, 4096, 4096), 0.85, ("none", "float_warp_tiled")),
+    ("forward", torch.float32, (4096, 4096, 4096), 0.85, ("none", "float_warp_tiled", FLOAT_PIPELINED)),
     ("forward", torch.bfloat16, (4096, 4096, 4096), 0.9, ("none", "wgmma", "wgmma_wide")),
     ("forward", torch.bfloat16, (8192, 8192, 8192), 0.9, ("none", "wgmma", "wgmma_wide")),
     ("backward", torch.bfloat16, (4096, 4096, 4096), 0.7, ("none", "tensor_core_backward", "wgmma", "wgmma_wide")),
-    ("backward", torch.float32, (4096, 4096, 4096), None, ("none", "float_warp_tiled")),
+    ("backward", torch.float32, (4096, 4096, 4096), None, ("none", "float_warp_tiled", FLOAT_PIPELINED)),
 ]
 CPU_SCALE = 16
 
@@ -95,7 +96,7 @@ def run(device, quick=False):
             "own ÷ vendor": vendor / own,
         }
         for kernel in experimental:
-            exp = time_route(which, sets, "fastlayers", experimental=(kernel,), repeats=repeats)
+            exp = time_route(which, sets, "fastlayers", experimental=kernel.split("+"), repeats=repeats)
             rows.append({**row, "exp": kernel, "exp µs": exp, "exp ÷ vendor": vendor / exp})
         if not experimental:
             rows.append(row)

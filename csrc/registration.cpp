@@ -31,12 +31,12 @@ int64_t set_cuda_gemm_policy(int64_t policy) {
 // fastlayers::CudaExperimental; see common/gemm_policy.h); returns the
 // previous set.
 int64_t set_cuda_experimental_kernels(int64_t flags) {
-  TORCH_CHECK(
-      flags >= 0 && flags <= fastlayers::kAllCudaExperimental,
-      "fastlayers::set_cuda_experimental_kernels: argument 'flags' must be a bit set within ",
-      fastlayers::kAllCudaExperimental,
-      " (1 split_k, 2 tensor_core_backward, 4 float_warp_tiled, 8 wgmma, 16 wgmma_wide, 32 split_k_float32), got ",
-      flags);
+  TORCH_CHECK(flags >= 0 && flags <= fastlayers::kAllCudaExperimental,
+              "fastlayers::set_cuda_experimental_kernels: argument 'flags' must be a bit set within ",
+              fastlayers::kAllCudaExperimental,
+              " (1 split_k, 2 tensor_core_backward, 4 float_warp_tiled, 8 wgmma, 16 wgmma_wide, 32 split_k_float32, 64 "
+              "float_warp_pipelined), got ",
+              flags);
   return fastlayers::cuda_experimental_kernels().exchange(flags);
 }
 
@@ -99,7 +99,8 @@ int64_t cuda_experimental_from_environment() {
       if (name == kCudaExperimentalNames[i]) bit = int64_t(1) << i;
     TORCH_CHECK(
         bit != 0, "fastlayers: environment variable FASTLAYERS_CUDA_EXPERIMENTAL names an unknown kernel '", name,
-        "'; known: all, none, split_k, tensor_core_backward, float_warp_tiled, wgmma, wgmma_wide, split_k_float32");
+        "'; known: all, none, split_k, tensor_core_backward, float_warp_tiled, wgmma, wgmma_wide, split_k_float32, "
+        "float_warp_pipelined");
     flags |= bit;
   }
   return flags;

@@ -40,7 +40,15 @@ def cuda_gemm(policy):
         yield
 
 
-CUDA_EXPERIMENTAL = ("split_k", "tensor_core_backward", "float_warp_tiled", "wgmma", "wgmma_wide", "split_k_float32")
+CUDA_EXPERIMENTAL = (
+    "split_k",
+    "tensor_core_backward",
+    "float_warp_tiled",
+    "wgmma",
+    "wgmma_wide",
+    "split_k_float32",
+    "float_warp_pipelined",
+)
 # On unless switched off: measured faster on an H200 than the kernels they replace (benchmarks/NOTES.md).
 CUDA_DEFAULT_KERNELS = ("tensor_core_backward", "float_warp_tiled", "wgmma_wide", "split_k_float32")
 
@@ -91,7 +99,11 @@ def cuda_experimental(*kernels):
       (``TORCH_CUDA_ARCH_LIST`` naming ``9.0a``);
     - ``"wgmma_wide"``: the same with 128x256 output tiles, where they fill
       the GPU (on its own: only there);
-    - ``"all"``: all six; ``"none"``: none.
+    - ``"float_warp_pipelined"``: with ``"float_warp_tiled"``, that kernel
+      with each step unrolled and the next k's operands read into registers
+      while this k's multiply-adds run (passes under the emulator; not yet
+      run on a GPU, so off by default);
+    - ``"all"``: all seven; ``"none"``: none.
 
     They apply where fastlayers' kernels run (see :func:`cuda_gemm`). The
     environment variable ``FASTLAYERS_CUDA_EXPERIMENTAL`` (comma-separated

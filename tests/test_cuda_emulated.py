@@ -251,6 +251,7 @@ def test_linear_relu_large_float_tiles(cuda_ops, gpu):
 
 # ------------------------------------------- switched kernels (backends.cuda_experimental)
 SPLIT_K, TENSOR_CORE_BACKWARD, FLOAT_WARP_TILED, WGMMA, WGMMA_WIDE = 1, 2, 4, 8, 16  # backends.CUDA_EXPERIMENTAL's bits
+FLOAT_WARP_PIPELINED = 64
 
 
 @pytest.fixture
@@ -440,9 +441,10 @@ def test_float_warp_tiled_kernel_in_all_four_operand_layouts(cuda_ops, experimen
     """The experimental warp-tiled float32 kernel on each product of the
     forward and backward, in the four operand layouts (row-major x and
     weight: forward k/k, grad_input k/n with the mask, grad_weight m/n with
-    the row sums; a column-major x or weight the rest), against float64, and
-    bitwise the same as the kernel it replaces: each output is the same sum
-    in the same order, only the loads and the thread layout differ."""
+    the row sums; a column-major x or weight the rest), plain and pipelined,
+    against float64, and bitwise the same as the kernel it replaces: each
+    output is the same sum in the same order, only the loads, the thread
+    layout and when the operands reach registers differ."""
     w = aligned(n, k, torch.float32, seed=1, scale=k**-0.5, pad=4)
     b = randn(n, seed=2)
     grad = randn(m, n, seed=3)
@@ -450,26 +452,27 @@ def test_float_warp_tiled_kernel_in_all_four_operand_layouts(cuda_ops, experimen
         "row-major x and weight": (
             aligned(m, k, torch.float32),
             w,
-            ["<true, true>", "<true, false>", "<false, false>"],
+            ["true, true", "true, false", "false, false"],
         ),
-        "column-major x": (aligned(k, m, torch.float32).t(), w, ["<false, true>", "<true, false>", "<false, true>"]),
+        "column-major x": (aligned(k, m, torch.float32).t(), w, ["false, true", "true, false", "false, true"]),
         "column-major weight": (
             aligned(m, k, torch.float32),
             aligned(k, n, torch.float32, seed=1, scale=k**-0.5).t(),
-            ["<true, false>", "<true, true>", "<false, false>"],
+            ["true, false", "true, true", "false, false"],
         ),
     }
     for what, (x, wi, kernels) in layouts.items():
-        experimental(FLOAT_WARP_TILED)
-        launched(cuda_ops)
-        got, exact, eager = linear_relu_products(cuda_ops, x, wi, b, grad)
-        assert launched(cuda_ops, "gemm_float_warp_tiled_kernel") == kernels, what
-        check_products(got, exact, eager, torch.float32, what)
         experimental(0)
         before, _, _ = linear_relu_products(cuda_ops, x, wi, b, grad)
         assert launched(cuda_ops, "gemm_float_large_kernel") == ["<T>"] * 3, what
-        for name, a, c in zip(("forward", "grad_input", "grad_weight", "grad_bias"), got, before):
-            assert torch.equal(a, c), (what, name)
+        for flags, pipelined in ((FLOAT_WARP_TILED, "false"), (FLOAT_WARP_TILED | FLOAT_WARP_PIPELINED, "true")):
+            experimental(flags)
+            got, exact, eager = linear_relu_products(cuda_ops, x, wi, b, grad)
+            want = [f"<{layout}, {pipelined}>" for layout in kernels]
+            assert launched(cuda_ops, "gemm_float_warp_tiled_kernel") == want, what
+            check_products(got, exact, eager, torch.float32, what)
+            for name, a, c in zip(("forward", "grad_input", "grad_weight", "grad_bias"), got, before):
+                assert torch.equal(a, c), (what, pipelined, name)
 
 
 def test_float_warp_tiled_kernel_falls_back_where_vectors_do_not_fit(cuda_ops, experimental, one_sm):
@@ -494,7 +497,7 @@ def test_float_warp_tiled_kernel_falls_back_where_vectors_do_not_fit(cuda_ops, e
     # C's rows 3 floats long: vector operands, scalar stores
     x, w3, b3 = aligned(m, k, torch.float32), aligned(3, k, torch.float32, seed=1), randn(3, seed=2)
     got = cuda_ops.linear_relu(x, w3, b3)
-    assert launched(cuda_ops, "gemm_float_warp_tiled_kernel") == ["<true, true>"]
+    assert launched(cuda_ops, "gemm_float_warp_tiled_kernel") == ["<true, true, false>"]
     assert rel_error(got, ref.linear_relu(x.double(), w3.double(), b3.double())) <= FIXED_TOLERANCE[torch.float32]
 
 

@@ -271,7 +271,7 @@ def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environmen
     with backends.cuda_experimental("split_k"):
         assert OPS.set_cuda_experimental_kernels(1) == 1
         with backends.cuda_experimental("all"):
-            assert OPS.set_cuda_experimental_kernels(63) == 63
+            assert OPS.set_cuda_experimental_kernels(127) == 127
         with backends.cuda_experimental():
             assert OPS.set_cuda_experimental_kernels(0) == 0
         with backends.cuda_experimental("none"):
@@ -283,8 +283,8 @@ def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environmen
             pass
     with backends.cuda_experimental("float_warp_tiled", "split_k"):
         assert OPS.set_cuda_experimental_kernels(5) == 5
-    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 63"):
-        OPS.set_cuda_experimental_kernels(64)
+    with pytest.raises(RuntimeError, match="argument 'flags' must be a bit set within 127"):
+        OPS.set_cuda_experimental_kernels(128)
     script = "import torch, fastlayers; print(torch.ops.fastlayers.set_cuda_experimental_kernels(0))"
     for value, expected in (
         ("tensor_core_backward", "2"),
@@ -292,7 +292,8 @@ def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environmen
         ("wgmma", "8"),
         ("wgmma_wide", "16"),
         ("split_k_float32", "32"),
-        ("all", "63"),
+        ("float_warp_pipelined", "64"),
+        ("all", "127"),
         ("none", "0"),
         (None, "54"),
     ):

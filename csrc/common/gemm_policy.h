@@ -75,7 +75,11 @@ inline std::atomic<int64_t>& cuda_gemm_policy() {
 //       warpgroup MMA fed by the TMA, where the build carries sm_90a code
 //       (TORCH_CUDA_ARCH_LIST with 9.0a);
 //   wgmma_wide: the same with 128x256 output tiles, where they fill the GPU
-//       (on its own: only there).
+//       (on its own: only there);
+//   float_warp_pipelined: the warp-tiled float32 kernel (where
+//       float_warp_tiled runs) with each step's k's unrolled and the next
+//       k's fragments read into registers during this k's multiply-adds
+//       (built and emulated; not yet run on a GPU).
 enum CudaExperimental : int64_t {
   kSplitK = 1,
   kTensorCoreBackward = 2,
@@ -83,11 +87,12 @@ enum CudaExperimental : int64_t {
   kWgmma = 8,
   kWgmmaWide = 16,
   kSplitKFloat32 = 32,
-  kAllCudaExperimental = 63,
+  kFloatWarpPipelined = 64,
+  kAllCudaExperimental = 127,
   kDefaultCudaKernels = kTensorCoreBackward | kFloatWarpTiled | kWgmmaWide | kSplitKFloat32
 };
-constexpr const char* kCudaExperimentalNames[] = {"split_k", "tensor_core_backward", "float_warp_tiled",
-                                                  "wgmma",   "wgmma_wide",           "split_k_float32"};
+constexpr const char* kCudaExperimentalNames[] = {"split_k",    "tensor_core_backward", "float_warp_tiled",    "wgmma",
+                                                  "wgmma_wide", "split_k_float32",      "float_warp_pipelined"};
 
 int64_t cuda_experimental_from_environment();  // registration.cpp
 
