@@ -53,15 +53,15 @@ int64_t set_cpu_isa(int64_t isa) { return fastlayers::cpu::set_isa(isa); }
 // Whether a product C[m, n] += A[m, k] B[k, n] of this dtype, in the forward
 // or the backward, goes to the vendor's GEMM under the policy now set: what
 // the benchmarks record as each case's route.
-bool uses_vendor_gemm(const std::string& device, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k,
-                      bool backward) {
+bool uses_vendor_gemm(const std::string& device, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k, bool backward,
+                      bool vector_layout) {
   TORCH_CHECK(device == "cpu" || device == "cuda", "fastlayers::uses_vendor_gemm: argument 'device' must be 'cpu' or ",
               "'cuda', got '", device, "'");
   TORCH_CHECK(m >= 0 && n >= 0 && k >= 0, "fastlayers::uses_vendor_gemm: sizes must be non-negative, got m=", m,
               ", n=", n, ", k=", k);
   const fastlayers::GemmPass pass = backward ? fastlayers::GemmPass::Backward : fastlayers::GemmPass::Forward;
   return device == "cpu" ? fastlayers::use_vendor_cpu_gemm(pass, dtype, m, n, k)
-                         : fastlayers::use_vendor_gemm(pass, dtype, m, n, k);
+                         : fastlayers::use_vendor_gemm(pass, dtype, m, n, k, vector_layout);
 }
 
 // "key=value" lines: the CPU's instruction sets as the kernels see them.
@@ -118,8 +118,10 @@ TORCH_LIBRARY(fastlayers, m) {
   m.def("set_cpu_isa(int isa) -> int", &set_cpu_isa);
   m.def("cpu_features() -> str", &cpu_features);
   // Which GEMM a product of a given size takes now (for the benchmarks).
-  m.def("uses_vendor_gemm(str device, ScalarType dtype, int m, int n, int k, bool backward) -> bool",
-        &uses_vendor_gemm);
+  m.def(
+      "uses_vendor_gemm(str device, ScalarType dtype, int m, int n, int k, bool backward, bool vector_layout=True) "
+      "-> bool",
+      &uses_vendor_gemm);
 }
 
 // `import fastlayers._C` runs the registrations above; the module itself

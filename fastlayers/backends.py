@@ -167,10 +167,16 @@ def cpu_info():
     return info
 
 
-def gemm_route(device, dtype, m, n, k, backward=False):
+def gemm_route(device, dtype, m, n, k, backward=False, vector_layout=True):
     """Which matrix product a product ``C[m, n] = A[m, k] @ B[k, n]`` of
     ``dtype`` on ``device`` ("cpu" or "cuda") runs under the policy now set:
     ``"vendor"`` (oneDNN/MKL, cuBLAS/cuBLASLt through ATen) or
     ``"fastlayers"`` (the hand-written kernels). ``backward`` asks for the
-    backward's products, whose crossovers differ."""
-    return "vendor" if torch.ops.fastlayers.uses_vendor_gemm(device, dtype, m, n, k, backward) else "fastlayers"
+    backward's products, whose crossovers differ. ``vector_layout``
+    (float16/bfloat16 on CUDA only): whether the operands are in the layouts
+    of linear_relu's fast tensor-core kernels (contiguous rows of whole
+    16-byte vectors, 16-byte aligned, as ``nn.Linear``'s parameters and
+    most activations are), where the vendor takes over at larger sizes;
+    FixedHiddenMLP's products answer as ``False``."""
+    route = torch.ops.fastlayers.uses_vendor_gemm(device, dtype, m, n, k, backward, vector_layout)
+    return "vendor" if route else "fastlayers"

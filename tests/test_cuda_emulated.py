@@ -770,6 +770,62 @@ def test_linear_relu_vendor_route(cuda_ops, bias, dtype):
         assert rel_error(grad_bias, masked.sum((0, 1))) <= tol
 
 
+def test_auto_policy_keeps_half_products_in_vector_layouts_on_the_fast_kernels(cuda_ops, experimental):
+    """The auto policy's half-precision crossovers follow the operands'
+    layout (common/gemm_policy.h): in the vector kernels' layouts the vendor
+    takes the forward from 2^28 multiply-adds and the backward (with the
+    tensor-core backward on) from 2^26; in others, where the elementwise
+    kernels run, from 2^25 and 2^20. The ops ask with their own operands."""
+    experimental(TENSOR_CORE_BACKWARD)
+    cuda_ops.set_cuda_gemm_policy(0)  # auto (the fixture restores the policy)
+
+    def route(e, backward, vector):
+        return cuda_ops.uses_vendor_gemm(
+            "cuda", torch.bfloat16, 2 ** (e // 3), 2 ** (e - 2 * (e // 3)), 2 ** (e // 3), backward, vector
+        )
+
+    assert [route(e, False, True) for e in (25, 27, 28)] == [False, False, True]
+    assert [route(e, True, True) for e in (21, 25, 26)] == [False, False, True]
+    assert [route(e, False, False) for e in (24, 25)] == [False, True]
+    assert [route(e, True, False) for e in (19, 20)] == [False, True]
+    experimental(0)  # without the tensor-core backward, the backward's layouts do not matter
+    cuda_ops.set_cuda_gemm_policy(0)
+    assert route(21, True, True) and not route(27, False, True)
+    experimental(TENSOR_CORE_BACKWARD)
+    cuda_ops.set_cuda_gemm_policy(0)
+
+    m, k, n = 64, 128, 256  # 2^21 multiply-adds: past the elementwise backward's crossover
+    for what, (x, w, grad), kernels in (
+        (
+            "vector rows",
+            (
+                aligned(m, k, torch.bfloat16),
+                aligned(n, k, torch.bfloat16, seed=1, scale=k**-0.5),
+                aligned(m, n, torch.bfloat16, seed=3),
+            ),
+            2,
+        ),
+        (
+            "odd rows",
+            (
+                randn(m, k + 1, dtype=torch.bfloat16)[:, :k],
+                randn(n, k + 1, dtype=torch.bfloat16, seed=1, scale=k**-0.5)[:, :k],
+                randn(m, n, dtype=torch.bfloat16, seed=3),
+            ),
+            0,
+        ),
+    ):
+        b = randn(n, dtype=torch.bfloat16, seed=2)
+        out = cuda_ops.linear_relu(x, w, b)
+        launched(cuda_ops)
+        grad_input = cuda_ops.linear_relu_backward_input(grad, out, w)
+        grad_weight, _ = cuda_ops.linear_relu_backward_params(grad, out, x, True)
+        assert len(launched(cuda_ops, "gemm_tensor_core_staged_kernel")) == kernels, what
+        masked = grad.double() * (out.double() > 0)
+        assert rel_error(grad_input, masked @ w.double()) <= 2e-2, what
+        assert rel_error(grad_weight, masked.t() @ x.double()) <= 2e-2, what
+
+
 # --------------------------------------------------------------------- center
 # Each case reaches one kernel path: (shape, dim). Group lengths that are
 # multiples of 8 take the 16-byte accesses; the odd ones read one element at

@@ -1488,6 +1488,18 @@ void gemm(const GemmArgs<T, Acc>& product, const at::TensorOptions& scratch) {
   }
 }
 
+bool half_vector_operands(std::initializer_list<at::Tensor> operands, bool along_last_dim) {
+  if (!tensor_cores_usable<c10::BFloat16>()) return false;  // compiled with the float16 ones
+  for (const at::Tensor& t : operands) {
+    if (t.dim() != 2 || reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 != 0) return false;
+    const int64_t per_vector = 16 / t.element_size();
+    const bool rows_along_last = t.stride(1) == 1 && (t.size(0) == 1 || t.stride(0) % per_vector == 0);
+    const bool rows_along_first = t.stride(0) == 1 && (t.size(1) == 1 || t.stride(1) % per_vector == 0);
+    if (!(rows_along_last || (!along_last_dim && rows_along_first))) return false;
+  }
+  return true;
+}
+
 template void gemm<float, float>(const GemmArgs<float, float>&, const at::TensorOptions&);
 template void gemm<double, double>(const GemmArgs<double, double>&, const at::TensorOptions&);
 template void gemm<c10::Half, float>(const GemmArgs<c10::Half, float>&, const at::TensorOptions&);

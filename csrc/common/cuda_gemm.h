@@ -17,6 +17,7 @@
 #include <c10/util/Half.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace fastlayers {
 namespace cuda {
@@ -72,6 +73,14 @@ __device__ __forceinline__ bool relu_mask_on(double v) { return v > 0.0; }
 // float), (double, double), (Half, float) and (BFloat16, float).
 template <typename T, typename Acc>
 void gemm(const GemmArgs<T, Acc>& g, const at::TensorOptions& scratch);
+
+// Whether half-precision operands (2-D) are in the layouts the vector
+// tensor-core kernels read, on a device that has tensor cores: each with
+// 16-byte aligned data, a unit stride and rows of whole 16-byte vectors
+// (an extent of 1 needs no row stride); with `along_last_dim`, each
+// contiguous along its last dim (the forward's x and weight). The auto
+// policy's raised half-precision crossovers hold there (gemm_policy.h).
+bool half_vector_operands(std::initializer_list<at::Tensor> operands, bool along_last_dim);
 
 extern template void gemm<float, float>(const GemmArgs<float, float>&, const at::TensorOptions&);
 extern template void gemm<double, double>(const GemmArgs<double, double>&, const at::TensorOptions&);

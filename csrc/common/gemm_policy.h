@@ -7,7 +7,8 @@
 // fastlayers::set_cuda_gemm_policy (Python: fastlayers.backends.cuda_gemm).
 //
 //   auto (default): the vendor for products of at least kVendorMinMacs
-//       multiply-adds for their dtype and direction, fastlayers' below;
+//       multiply-adds for their dtype, direction and (half precision) the
+//       operands' layout, fastlayers' below;
 //   the vendor follows torch.backends.cuda.matmul's settings (TF32,
 //   reduced-precision reductions), as nn.Linear does;
 //   fastlayers / vendor: always that one (benchmarks measure both this way).
@@ -40,8 +41,19 @@ enum class GemmPass { Forward, Backward };
 //   float32 both ways: won at 2^25 (2.0x forward, 1.6x backward), lost at
 //       2^27 (0.6x, 0.7x); without split-K the H200 agrees with the H100
 //       (won at 2^21, lost at 2^23).
+// Half precision with operands in the vector kernels' layouts (16-byte
+// aligned rows with a unit stride; the forward's x and weight contiguous along
+// k) and the tensor-core backward on, on the H200 (gemm_crossover.txt,
+// "own" = the default kernels, against the vendor):
+//   bfloat16 forward: won at 2^27 (1.66x), lost at 2^29 (0.75x);
+//   bfloat16 backward: won at 2^25 (1.54x), even at 2^27 (0.96x), lost at
+//       2^29 (0.67x).
+// Other layouts run the elementwise kernels (3% of the vendor in the
+// backward), for which the H100's crossovers above stand.
 constexpr int64_t kVendorMinMacsHalfForward = int64_t(1) << 25;
 constexpr int64_t kVendorMinMacsHalfBackward = int64_t(1) << 20;
+constexpr int64_t kVendorMinMacsHalfForwardVector = int64_t(1) << 28;
+constexpr int64_t kVendorMinMacsHalfBackwardVector = int64_t(1) << 26;
 constexpr int64_t kVendorMinMacsFloat = int64_t(1) << 22;
 constexpr int64_t kVendorMinMacsFloatSplitK = int64_t(1) << 26;
 
@@ -112,7 +124,10 @@ inline bool cuda_split_k_on(c10::ScalarType dtype) {
   return cuda_experimental(kSplitK) || (dtype == c10::ScalarType::Float && cuda_experimental(kSplitKFloat32));
 }
 
-inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
+// `vector_operands`: whether the product's operands are in the vector
+// kernels' layouts (cuda::half_vector_operands); it matters for half precision only.
+inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k,
+                            bool vector_operands) {
   // An empty reduction stays here: ATen's CUDA addmm then returns the bias
   // without applying the activation.
   if (k == 0) return false;
@@ -124,10 +139,13 @@ inline bool use_vendor_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int
     default: {
       const bool half = dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
       const bool float_split = dtype == c10::ScalarType::Float && cuda_split_k_on(dtype);
-      const int64_t min_macs = float_split                 ? kVendorMinMacsFloatSplitK
-                               : !half                     ? kVendorMinMacsFloat
-                               : pass == GemmPass::Forward ? kVendorMinMacsHalfForward
-                                                           : kVendorMinMacsHalfBackward;
+      const bool forward = pass == GemmPass::Forward;
+      // The backward's fast kernels are a switch (on by default).
+      const bool vector = vector_operands && (forward || cuda_experimental(kTensorCoreBackward));
+      const int64_t min_macs = float_split ? kVendorMinMacsFloatSplitK
+                               : !half     ? kVendorMinMacsFloat
+                               : forward   ? (vector ? kVendorMinMacsHalfForwardVector : kVendorMinMacsHalfForward)
+                                           : (vector ? kVendorMinMacsHalfBackwardVector : kVendorMinMacsHalfBackward);
       return m * n * k >= min_macs;
     }
   }

@@ -240,7 +240,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_cuda(const at::T
       return;
     }
     at::Tensor h = return_sum ? at::empty({m, f}, opts) : out;  // h1, then h3
-    if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), m, f, f)) {
+    // Its products' layouts (C n-contiguous, transposed gradients) were not
+    // the ones the raised half-precision crossovers were measured on.
+    if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), m, f, f, /*vector_operands=*/false)) {
       at::addmm_out(h, bias, x, weight.t());                               // h1 = x W.T + b
       at::addmm_out(hidden, at::ones({f}, opts), h, rand_weight).relu_();  // h2 = relu(h1 C + 1), NaN kept
       at::addmm_out(h, bias, hidden, weight.t());                          // h3 = h2 W.T + b
@@ -324,7 +326,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fixed_hidden_mlp_backward_cuda(
     scale_kernel<T><<<cuda::blocks_for(m * f, kBlock), kBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
         g, grad3.data_ptr<T>(), m, f, halvings.const_data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (use_vendor_gemm(GemmPass::Backward, input.scalar_type(), m, f, f)) {
+    if (use_vendor_gemm(GemmPass::Backward, input.scalar_type(), m, f, f, /*vector_operands=*/false)) {
       at::mm_out(grad2, grad3, weight);  // second use of the linear
       at::mm_out(grad_weight, grad3.t(), hidden);
       at::sum_out(grad_bias, grad3, 0);

@@ -31,6 +31,15 @@ at::Tensor relu_masked(const at::Tensor& grad, const at::Tensor& output) {
   return at::threshold_backward(grad, output, 0);
 }
 
+// For the auto policy (common/gemm_policy.h): whether a half-precision
+// product's operands suit the vector kernels (false for other dtypes, where
+// the answer does not matter), and whether the mask is laid out as the
+// gradient it masks, as those kernels read it.
+bool in_vector_layouts(c10::ScalarType dtype, std::initializer_list<at::Tensor> operands, bool along_last_dim) {
+  return (dtype == at::kHalf || dtype == at::kBFloat16) && cuda::half_vector_operands(operands, along_last_dim);
+}
+bool mask_like(const at::Tensor& mask, const at::Tensor& grad) { return mask.strides() == grad.strides(); }
+
 at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   check_linear_relu_args(input, weight, bias);
   const c10::cuda::CUDAGuard guard(input.device());
@@ -38,7 +47,8 @@ at::Tensor linear_relu_cuda(const at::Tensor& input, const at::Tensor& weight, c
   at::Tensor out = at::empty(with_last_dim(input, weight.size(0)), input.options());
   if (out.numel() == 0) return out;
   const at::Tensor x = as_matrix(input);
-  if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), x.size(0), weight.size(0), weight.size(1))) {
+  if (use_vendor_gemm(GemmPass::Forward, input.scalar_type(), x.size(0), weight.size(0), weight.size(1),
+                      in_vector_layouts(input.scalar_type(), {x, weight}, true))) {
     at::Tensor out2 = out.view({x.size(0), weight.size(0)});
     // cuBLASLt's bias epilogue, then ATen's relu_: its fused RELU_BIAS epilogue (_addmm_activation)
     // turns NaN into 0, where torch.relu keeps it (measured on the H200), so a diverging model would
@@ -72,7 +82,8 @@ at::Tensor linear_relu_backward_input_cuda(const at::Tensor& grad_output, const 
   at::Tensor grad_input = at::empty(with_last_dim(output, weight.size(1)), output.options());
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor g2 = as_matrix(grad_output), o2 = as_matrix(output);
-  if (use_vendor_gemm(GemmPass::Backward, output.scalar_type(), g2.size(0), weight.size(1), weight.size(0))) {
+  if (use_vendor_gemm(GemmPass::Backward, output.scalar_type(), g2.size(0), weight.size(1), weight.size(0),
+                      mask_like(o2, g2) && in_vector_layouts(output.scalar_type(), {g2, o2, weight}, false))) {
     at::Tensor grad_input2 = grad_input.view({g2.size(0), weight.size(1)});
     at::mm_out(grad_input2, relu_masked(g2, o2), weight);
     return grad_input;
@@ -119,7 +130,9 @@ std::tuple<at::Tensor, at::Tensor> linear_relu_backward_params_cuda(const at::Te
   at::Tensor grad_bias = bias_grad ? at::empty({N}, opts) : at::empty({0}, opts);
   if (!weight_grad && !bias_grad) return {grad_weight, grad_bias};
   const at::Tensor g2 = as_matrix(grad_output), o2 = as_matrix(output);
-  if (weight_grad && use_vendor_gemm(GemmPass::Backward, output.scalar_type(), N, input->size(-1), g2.size(0))) {
+  if (weight_grad && use_vendor_gemm(GemmPass::Backward, output.scalar_type(), N, input->size(-1), g2.size(0),
+                                     mask_like(o2, g2) &&
+                                         in_vector_layouts(output.scalar_type(), {g2, o2, as_matrix(*input)}, false))) {
     const at::Tensor masked = relu_masked(g2, o2);
     at::mm_out(grad_weight, masked.t(), as_matrix(*input));
     if (bias_grad) at::sum_out(grad_bias, masked, 0);
