@@ -313,9 +313,9 @@ def test_cuda_experimental_switch_is_scoped_checked_and_read_from_the_environmen
     "shape", [(64, 512, 512), (67, 300, 72), (300, 136, 200), (4096, 256, 256), (1536, 1536, 1536), (1540, 1500, 1532)]
 )
 def test_cuda_experimental_kernels_match_the_reference(dtype, shape):
-    """Split-K, the tensor-core backward, the warp-tiled float32 kernel and
-    (where built for sm_90a) the wgmma forward, off by default until
-    measured, on the GPU: few output tiles with deep
+    """Every switched kernel at once ("all": split-K, the tensor-core
+    backward, the pipelined warp-tiled float32 kernel and, where built for
+    sm_90a, wgmma) on the GPU: few output tiles with deep
     reductions, odd sizes, a batch deep enough to split the weight gradient,
     and products with enough 128x128 tiles for every SM (the last with edges
     in every tile dimension); forward and backward against float64, and
@@ -339,6 +339,35 @@ def test_cuda_experimental_kernels_match_the_reference(dtype, shape):
     eager = (masked @ w, masked.t() @ x, masked.sum(0))
     for got, want, low in zip((gx, gw, gb), (x64.grad, w64.grad, b64.grad), eager):
         assert rel_error(got, want) <= tolerance(dtype, rel_error(low, want))
+
+
+@cuda_only
+def test_cuda_experimental_kernels_pipelined_float32_runs_in_every_layout():
+    """float_warp_pipelined on the GPU: with enough 128x128 tiles for every
+    SM (edges in every tile dimension), the forward and both backward
+    products run the pipelined warp-tiled kernel in their operand layouts
+    (the profiler names them), bitwise equal to the plain warp-tiled kernel
+    (the same sums in the same order) and within float32's bound."""
+    x, w, b = make((1540, 1500), 1532, torch.float32, "cuda", requires_grad=True)
+    grad = torch.randn(1540, 1532, device="cuda")
+    runs = {}
+    for kernels in (("float_warp_tiled",), ("float_warp_tiled", "float_warp_pipelined")):
+        with backends.cuda_gemm("fastlayers"), backends.cuda_experimental(*kernels):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                out = FL.linear_relu(x, w, b)
+                runs[kernels] = (out, *torch.autograd.grad(out, (x, w, b), grad))
+                torch.cuda.synchronize()
+        names = {e.name for e in prof.events()}
+        pipelined = "true" if len(kernels) == 2 else "false"
+        for layouts in ("true, true", "true, false", "false, false"):  # forward, grad_input, grad_weight
+            kernel = f"gemm_float_warp_tiled_kernel<{layouts}, {pipelined}>"
+            assert any(kernel in name for name in names), (kernel, sorted(names))
+    plain, pipelined = runs.values()
+    for a, c in zip(plain, pipelined):
+        assert torch.equal(a, c)
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    expected = ref.linear_relu(x64, w64, b64)
+    assert rel_error(pipelined[0], expected) <= 1e-5
 
 
 @cuda_only
