@@ -1083,7 +1083,7 @@ __device__ __forceinline__ void store_c4(const GemmArgs<float, float>& g, int64_
 // Two blocks an SM cap a thread at 128 registers: the pipelined kernel fits
 // that in the forward's layout (both operands k-contiguous) but spilled 44-56
 // bytes in the others (ptxas, sm_90), which therefore run one block an SM
-// (151-175 registers, no spills).
+// (159-175 registers, no spills).
 template <bool kAKMajor, bool kBKMajor, bool kPipelined>
 constexpr int kWtMinBlocks = kPipelined && !(kAKMajor && kBKMajor) ? 1 : 2;
 

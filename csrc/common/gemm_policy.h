@@ -192,8 +192,8 @@ struct CpuCrossover {
 // 2^24 and up), so the vendor there from 2^21 is on the safe side.
 constexpr CpuCrossover kCrossoverAvx512Bf16{
     {int64_t(1) << 23}, {int64_t(1) << 18, int64_t(1) << 27}, {int64_t(1) << 21}, {int64_t(1) << 20}};
-// AVX-512 without AVX512-BF16: measured on a 2-core Intel Xeon (Ice Lake
-// class: AVX-512 with VNNI, no AVX512-BF16, no AMX;
+// AVX-512 without AVX512-BF16: measured on a 2-core Intel Xeon @ 2.80GHz
+// (AVX-512 with VNNI, no AVX512-BF16, no AMX;
 // benchmarks/results/cpu_avx512/gemm_crossover.txt, three runs):
 //   float32 forward: 1.13-1.32x at 2^22, 0.60-0.98x from 2^24;
 //   float32 backward: 0.94-1.07x at 2^19-2^22, 0.75-1.43x at 2^24, 0.59-0.88x from 2^26;
