@@ -463,6 +463,7 @@ def test_float_warp_tiled_kernel_in_all_four_operand_layouts(cuda_ops, experimen
     }
     for what, (x, wi, kernels) in layouts.items():
         experimental(0)
+        launched(cuda_ops)
         before, _, _ = linear_relu_products(cuda_ops, x, wi, b, grad)
         assert launched(cuda_ops, "gemm_float_large_kernel") == ["<T>"] * 3, what
         for flags, pipelined in ((FLOAT_WARP_TILED, "false"), (FLOAT_WARP_TILED | FLOAT_WARP_PIPELINED, "true")):

@@ -14,8 +14,9 @@ namespace cpu {
 at::Tensor vendor_linear_relu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias);
 
 // Whether mkldnn::_linear_pointwise serves `dtype` in this process (probed
-// once per dtype with a tiny call; torch builds without oneDNN, or older
-// ones with another schema, fall back to at::addmm + relu).
+// once per dtype with tiny calls; torch builds without oneDNN, older ones
+// with another schema, or a oneDNN that turns an infinity into NaN, fall
+// back to at::addmm + relu).
 bool has_onednn_linear_pointwise(c10::ScalarType dtype);
 
 }  // namespace cpu
