@@ -78,7 +78,9 @@ def run(device, quick=False):
     rows = []
     if device == "cpu":
         info = backends.cpu_info()
-        print(f"CPU kernels: {info['active']} (best {info['best']}; AMX: {info['amx']})", flush=True)
+        print(
+            f"CPU kernels: {info['active']} (best {info['best']}; core {info['core']}; AMX: {info['amx']})", flush=True
+        )
     for dtype in (torch.float32, torch.bfloat16):
         for m, k, n in QUICK_SHAPES if quick else (SHAPES if device == "cuda" else CPU_SHAPES):
             x = torch.randn(m, k, device=device, dtype=dtype)

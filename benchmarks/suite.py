@@ -60,11 +60,13 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 def machine_class(device):
     """The folder name of this machine's results: the CPU's best instruction
-    set (cpu_avx2, cpu_avx512_bf16, cpu_amx ...) or the GPU's model."""
+    set, and its core where the policy tells cores apart (cpu_avx2,
+    cpu_avx512, cpu_avx512_bf16_zen5, cpu_amx ...), or the GPU's model."""
     if device == "cuda":
         name = torch.cuda.get_device_name().lower().replace("nvidia", "").strip()
         return "gpu_" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
-    return "cpu_" + backends.cpu_info()["best"]
+    info = backends.cpu_info()
+    return "cpu_" + info["best"] + ("" if info["core"] == "other" else "_" + info["core"])
 
 
 def driver_version():
@@ -88,6 +90,7 @@ def environment(device):
         "machine class": machine_class(device),
         "cpu": cpu_model(),
         "cpu instruction sets": ",".join(info["supported"]),
+        "cpu core": info["core"],
         "cpu kernels": f"{info['active']} (best {info['best']}; AMX: {info['amx']})",
         "aten cpu capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),

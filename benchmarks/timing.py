@@ -129,7 +129,7 @@ def environment(device):
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
         "cpu": cpu_model(),
-        "cpu kernels": f"{info['active']} (best {info['best']}; AMX: {info['amx']})",
+        "cpu kernels": f"{info['active']} (best {info['best']}; core {info['core']}; AMX: {info['amx']})",
         "aten cpu capability": torch.backends.cpu.get_cpu_capability(),
     }
 

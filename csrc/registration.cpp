@@ -72,8 +72,8 @@ std::string cpu_features() {
   for (int64_t i = 0; i < kIsaCount; ++i)
     if (isa_supported(static_cast<Isa>(i))) s += std::string(i ? "," : "") + isa_name(static_cast<Isa>(i));
   const CacheSizes& c = cache_sizes();
-  s += "\namx=" + amx_status() + "\nl1d=" + std::to_string(c.l1d) + "\nl2=" + std::to_string(c.l2) +
-       "\nl3=" + std::to_string(c.l3);
+  s += "\namx=" + amx_status() + "\ncore=" + core_name(core()) + "\nl1d=" + std::to_string(c.l1d) +
+       "\nl2=" + std::to_string(c.l2) + "\nl3=" + std::to_string(c.l3);
   return s;
 }
 

@@ -159,7 +159,9 @@ def cpu_isa(name):
 def cpu_info():
     """What the CPU kernels found: ``best`` (the CPU's best instruction set),
     ``default``, ``active``, ``supported`` (a list), ``amx`` (why AMX is or is
-    not used), and the cache sizes ``l1d``, ``l2``, ``l3`` in bytes."""
+    not used), ``core`` (``"zen4"``, ``"zen5"`` or ``"other"``: the cores
+    whose GEMM policy was measured apart), and the cache sizes ``l1d``,
+    ``l2``, ``l3`` in bytes."""
     info = dict(line.split("=", 1) for line in torch.ops.fastlayers.cpu_features().splitlines())
     info["supported"] = info["supported"].split(",")
     for key in ("l1d", "l2", "l3"):

@@ -246,6 +246,25 @@ def test_fixed_hidden_mlp_on_both_cpu_routes(policy, dtype, return_sum):
         assert rel_error(g, want) <= tolerance(dtype, rel_error(e, want))
 
 
+def test_the_core_is_named_from_cpuid():
+    # The GEMM policy tells AMD's Zen 4 and Zen 5 apart (csrc/common/cpu_features.h):
+    # the family the kernel reads from cpuid must be the one the OS reports.
+    core = backends.cpu_info()["core"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    amd, family = fields.get("vendor_id") == "AuthenticAMD", int(fields.get("cpu family", "-1"))
+    expected = "other"
+    if amd and family == 0x1A:
+        expected = "zen5"
+    elif amd and family == 0x19 and "avx512f" in fields.get("flags", "").split():
+        expected = "zen4"
+    assert core == expected, (core, fields.get("vendor_id"), family)
+
+
 def test_gemm_route_reports_the_policy_in_force():
     assert backends.gemm_route("cpu", torch.float32, 2, 256, 20) == "fastlayers"  # tiny: never the vendor
     assert backends.gemm_route("cpu", torch.float64, 4096, 4096, 4096) == "fastlayers"  # oneDNN has no float64
@@ -261,6 +280,8 @@ def test_gemm_route_reports_the_policy_in_force():
         half = backends.gemm_route("cpu", torch.bfloat16, 1024, 1024, 1024)
         if info["best"] == "avx512":  # no AVX512-BF16: oneDNN's bfloat16 is the slower one
             assert route == ["fastlayers", "vendor", "vendor"] and half == "fastlayers"
+        elif info["core"] == "zen5":  # full-width FMA: fastlayers' float32 backward wins everywhere
+            assert route == ["fastlayers", "fastlayers", "fastlayers"] and half == "vendor"
         else:  # with it: the vendor takes the middle of the float32 backward, and large bfloat16
             assert route == ["fastlayers", "vendor", "fastlayers"] and half == "vendor"
     with pytest.raises(RuntimeError, match="uses_vendor_gemm: argument 'device' must be 'cpu' or 'cuda', got 'tpu'"):

@@ -8,6 +8,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -22,7 +25,24 @@ constexpr const char* kNames[kIsaCount] = {"portable", "avx2", "avx512", "avx512
 struct Detected {
   bool has[kIsaCount] = {true, false, false, false, false, true};
   std::string amx_status;
+  Core core = Core::Other;
 };
+
+// AMD's family: the base family, plus the extended one where the base is 0xF.
+Core detect_core(bool avx512) {
+#if defined(__x86_64__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return Core::Other;
+  const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "AuthenticAMD"
+  if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return Core::Other;
+  const unsigned base = (a >> 8) & 0xF, family = base == 0xF ? base + ((a >> 20) & 0xFF) : base;
+  if (family == 0x1A) return Core::Zen5;
+  if (family == 0x19 && avx512) return Core::Zen4;  // Zen 3 shares the family, without AVX-512
+#else
+  (void)avx512;
+#endif
+  return Core::Other;
+}
 
 // Linux keeps the AMX tile data out of a thread's saved state until the
 // process asks for it (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA);
@@ -59,6 +79,7 @@ Detected detect() {
   } else {
     d.has[4] = request_amx_permission(d.amx_status);
   }
+  d.core = detect_core(d.has[2]);
 #else
   d.amx_status = "not an x86-64 CPU";
 #endif
@@ -96,6 +117,19 @@ Isa best_isa() {
 }
 
 std::string amx_status() { return detected().amx_status; }
+
+Core core() { return detected().core; }
+
+const char* core_name(Core core) {
+  switch (core) {
+    case Core::Zen4:
+      return "zen4";
+    case Core::Zen5:
+      return "zen5";
+    default:
+      return "other";
+  }
+}
 
 Isa default_isa() {
   const Isa best = best_isa();

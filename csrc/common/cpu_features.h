@@ -54,6 +54,13 @@ Isa vector_isa();
 // an error naming what the CPU has.
 int64_t set_isa(int64_t isa);
 
+// The core design, where a measured table depends on more than the rung
+// (the GEMM policy's crossovers): AMD's Zen 4 (family 0x19 with AVX-512) and
+// Zen 5 (family 0x1A), from cpuid; Other for everything else.
+enum class Core : int64_t { Other = 0, Zen4 = 1, Zen5 = 2 };
+Core core();
+const char* core_name(Core core);  // "other", "zen4", "zen5"
+
 // Data cache sizes in bytes (L1 and L2 per core, L3 shared), from the OS,
 // with conservative defaults where it does not say.
 struct CacheSizes {

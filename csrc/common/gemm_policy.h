@@ -179,7 +179,7 @@ struct CpuCrossover {
 
 // AVX-512 rungs on a CPU with AVX512-BF16 (oneDNN's bfloat16 products run
 // on vdpbf16ps or the tile unit): measured on a 2-core AMD EPYC (Zen 4: AVX-512 with
-// AVX512-BF16, no AMX; benchmarks/results/cpu_avx512_bf16/gemm_crossover.txt,
+// AVX512-BF16, no AMX, 32 KB L1d; benchmarks/results/cpu_avx512_bf16_zen4/gemm_crossover.txt,
 // three runs), sweep steps of 2^2-2^3, fastlayers ÷ vendor:
 //   float32 forward: 1.00-1.08x at 2^22 (one run 0.73x), 0.87-0.98x from 2^24;
 //   float32 backward: 0.87-1.16x at 2^19, 0.60-1.34x at 2^22-2^26, then
@@ -192,6 +192,18 @@ struct CpuCrossover {
 // 2^24 and up), so the vendor there from 2^21 is on the safe side.
 constexpr CpuCrossover kCrossoverAvx512Bf16{
     {int64_t(1) << 23}, {int64_t(1) << 18, int64_t(1) << 27}, {int64_t(1) << 21}, {int64_t(1) << 20}};
+// The same rungs on AMD's Zen 5 (full-width 512-bit FMA units where Zen 4
+// double-pumps 256-bit ones; 48 KB L1d): measured on a 2-core AMD EPYC,
+// family 0x1A (AVX-512 with AVX512-BF16, no AMX;
+// benchmarks/results/cpu_avx512_bf16_zen5/gemm_crossover*.txt, three runs),
+// fastlayers ÷ vendor:
+//   float32 forward: 0.65-1.22x at 2^22, 0.72-1.03x from 2^24;
+//   float32 backward: 1.06-2.47x at 2^13-2^16, 1.35-2.35x from 2^19 to 2^32
+//       (at 2^24 fastlayers' backward ran 1.5x its Zen 4 time, the vendor's
+//       1.1x), so it never goes there;
+//   bfloat16 forward: 1.77-1.96x at 2^19, 0.80-1.09x at 2^22, 0.52-0.91x above;
+//   bfloat16 backward: 1.45-2.35x at 2^19, 0.82-1.00x at 2^22, 0.56-1.01x above.
+constexpr CpuCrossover kCrossoverZen5{{int64_t(1) << 23}, {kNever}, {int64_t(1) << 21}, {int64_t(1) << 22}};
 // AVX-512 without AVX512-BF16: measured on a 2-core Intel Xeon @ 2.80GHz
 // (AVX-512 with VNNI, no AVX512-BF16, no AMX;
 // benchmarks/results/cpu_avx512/gemm_crossover.txt, three runs):
@@ -203,12 +215,14 @@ constexpr CpuCrossover kCrossoverAvx512Bf16{
 constexpr CpuCrossover kCrossoverAvx512{{int64_t(1) << 23}, {int64_t(1) << 23}, {kNever}, {kNever}};
 // AVX2 and portable: fastlayers measured 1.5-1.8x eager on an AVX2-only AMD
 // CPU in an earlier session, so no vendor route there until one is measured.
-// The table follows the rung fastlayers runs and the CPU's bfloat16
-// instructions, which the vendor uses whatever rung fastlayers is capped to.
-inline CpuCrossover cpu_crossover(cpu::Isa active, cpu::Isa best) {
+// The table follows the rung fastlayers runs, the CPU's bfloat16
+// instructions, which the vendor uses whatever rung fastlayers is capped to,
+// and the core where one was measured apart.
+inline CpuCrossover cpu_crossover(cpu::Isa active, cpu::Isa best, cpu::Core core) {
   // The AVX-512 rungs (amx_emulated included) on an AVX-512 CPU.
   if (active < cpu::Isa::Avx512 || best < cpu::Isa::Avx512) return {{kNever}, {kNever}, {kNever}, {kNever}};
-  return best >= cpu::Isa::Avx512Bf16 ? kCrossoverAvx512Bf16 : kCrossoverAvx512;
+  if (best < cpu::Isa::Avx512Bf16) return kCrossoverAvx512;
+  return core == cpu::Core::Zen5 ? kCrossoverZen5 : kCrossoverAvx512Bf16;
 }
 
 inline bool use_vendor_cpu_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m, int64_t n, int64_t k) {
@@ -220,7 +234,7 @@ inline bool use_vendor_cpu_gemm(GemmPass pass, c10::ScalarType dtype, int64_t m,
       return true;
     default: {
       if (dtype == c10::ScalarType::Double) return false;  // oneDNN has no float64 product to offer
-      const CpuCrossover c = cpu_crossover(cpu::active_isa(), cpu::best_isa());
+      const CpuCrossover c = cpu_crossover(cpu::active_isa(), cpu::best_isa(), cpu::core());
       const bool half = dtype == c10::ScalarType::Half || dtype == c10::ScalarType::BFloat16;
       const VendorBand band = half ? (pass == GemmPass::Forward ? c.half_forward : c.half_backward)
                                    : (pass == GemmPass::Forward ? c.float_forward : c.float_backward);
