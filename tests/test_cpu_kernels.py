@@ -27,9 +27,10 @@ def isa_param(name):
 ISAS = [isa_param(name) for name in backends.CPU_ISAS]
 
 # (rows, in_features, out_features): a few rows (unpacked paths), one panel,
-# partial panels in both directions, and reductions longer than every KC
-# (512 to 1024 on the machines seen).
-SHAPES = [(3, 20, 256), (13, 40, 33), (67, 130, 70), (97, 1030, 45)]
+# partial panels in both directions, an odd reduction (a bfloat16 k pair
+# half padding), and reductions longer than every KC (512 to 1024 on the
+# machines seen).
+SHAPES = [(3, 20, 256), (13, 40, 33), (29, 75, 41), (67, 130, 70), (97, 1030, 45)]
 
 
 def check_against_float64(m, k, n, dtype, bias=True, seed=0):
@@ -68,14 +69,20 @@ def test_each_isa_matches_float64(isa, dtype, m, k, n):
 def test_each_isa_without_bias_and_with_strided_operands(isa):
     with backends.cpu_gemm("fastlayers"), backends.cpu_isa(isa):
         check_against_float64(40, 70, 50, torch.bfloat16, bias=False)
-        x = torch.randn(70, 40).t()  # column-major input
-        w = torch.randn(90, 70)[::2]  # every other row of a larger weight
         b = torch.randn(45)
         for dtype in (torch.float32, torch.bfloat16):
-            out = FL.linear_relu(x.to(dtype), w.to(dtype), b.to(dtype))
-            expected = ref.linear_relu(x.to(dtype).double(), w.to(dtype).double(), b.to(dtype).double())
-            eager = ref.linear_relu(x.to(dtype), w.to(dtype), b.to(dtype))
-            assert rel_error(out, expected) <= tolerance(dtype, rel_error(eager, expected))
+            operands = [
+                (torch.randn(70, 40).t(), torch.randn(90, 70)[::2]),  # column-major input, every other weight row
+                # rows an odd number of elements apart, one element in: a
+                # bfloat16 k pair's 4 bytes are not 4-byte aligned
+                (torch.randn(40, 72, dtype=dtype)[:, 1:71], torch.randn(45, 71, dtype=dtype)[:, :70]),
+            ]
+            for x, w in operands:
+                x, w = x.to(dtype), w.to(dtype)
+                out = FL.linear_relu(x, w, b.to(dtype))
+                expected = ref.linear_relu(x.double(), w.double(), b.to(dtype).double())
+                eager = ref.linear_relu(x, w, b.to(dtype))
+                assert rel_error(out, expected) <= tolerance(dtype, rel_error(eager, expected))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -280,8 +287,10 @@ def test_gemm_route_reports_the_policy_in_force():
         half = backends.gemm_route("cpu", torch.bfloat16, 1024, 1024, 1024)
         if info["best"] == "avx512":  # no AVX512-BF16: oneDNN's bfloat16 is the slower one
             assert route == ["fastlayers", "vendor", "vendor"] and half == "fastlayers"
-        elif info["core"] == "zen5":  # full-width FMA: fastlayers' float32 backward wins everywhere
+        elif info["core"] == "zen5":  # full-width FMA: fastlayers' float32 backward wins everywhere,
+            # its bfloat16 forward up to 2^24
             assert route == ["fastlayers", "fastlayers", "fastlayers"] and half == "vendor"
+            assert backends.gemm_route("cpu", torch.bfloat16, 64, 512, 512) == "fastlayers"
         else:  # with it: the vendor takes the middle of the float32 backward, and large bfloat16
             assert route == ["fastlayers", "vendor", "fastlayers"] and half == "vendor"
     with pytest.raises(RuntimeError, match="uses_vendor_gemm: argument 'device' must be 'cpu' or 'cuda', got 'tpu'"):

@@ -96,15 +96,66 @@ inline P packed_value(T v) {
   }
 }
 
+// The packed layouts hold 32-bit words (a float, or a k pair of bfloat16s)
+// in k-major order: word (q, r) of a panel of width w at q * w + r. From a
+// source whose rows are contiguous (row r's word q at src[r * lds + q]),
+// packing is a transpose: 8 x 8 blocks on the ISA's transposer where there
+// is one, single words for the edges. Words are copied as bits.
+using TransposeFn = void (*)(const float* src, int64_t lds, float* dst, int64_t ldd);
+
+template <typename Acc>
+TransposeFn word_transposer(const KernelSet<Acc>* fast) {
+  if constexpr (std::is_same_v<Acc, float>) return fast ? fast->transpose_8x8 : nullptr;
+  return nullptr;
+}
+
+inline void transpose_words(const uint32_t* src, int64_t lds, int rows, int64_t cols, uint32_t* dst, int w,
+                            TransposeFn t8) {
+  const int r8 = t8 ? rows - rows % 8 : 0;
+  const int64_t q8 = t8 ? cols - cols % 8 : 0;
+  for (int r = 0; r < r8; r += 8)
+    for (int64_t q = 0; q < q8; q += 8)
+      t8(reinterpret_cast<const float*>(src + r * lds + q), lds, reinterpret_cast<float*>(dst + q * w + r), w);
+  for (int r = r8; r < rows; ++r)
+    for (int64_t q = 0; q < q8; ++q) dst[q * w + r] = src[r * lds + q];
+  for (int r = 0; r < rows; ++r)
+    for (int64_t q = q8; q < cols; ++q) dst[q * w + r] = src[r * lds + q];
+}
+
+// The same for `rows` source rows of T (start `src`, row stride `rs`
+// elements, each row's kc elements contiguous) into a KMajor (float) or
+// KPairs (bfloat16) panel of width w; false where the words cannot be read
+// as such (another layout or type, or rows not 4-byte aligned). An odd kc's
+// last element of a pair panel is left to the caller.
+template <Layout L, typename T, typename P>
+bool pack_rows_as_words(P* dst, int w, const T* src, int64_t rs, int rows, int64_t kc, TransposeFn t8) {
+  constexpr bool floats = L == Layout::KMajor && std::is_same_v<T, float> && std::is_same_v<P, float>;
+  constexpr bool pairs = L == Layout::KPairs && std::is_same_v<P, Bf16Bits> && sizeof(T) == 2;
+  if constexpr (floats || pairs) {
+    constexpr int per_word = floats ? 1 : 2;
+    if (rs % per_word || reinterpret_cast<uintptr_t>(src) % 4) return false;
+    transpose_words(reinterpret_cast<const uint32_t*>(src), rs / per_word, rows, kc / per_word,
+                    reinterpret_cast<uint32_t*>(dst), w, t8);
+    return true;
+  }
+  return false;
+}
+
 // Packs one MR-row panel of A: rows [i0, i0+MR) x columns [p0, p0+kc) into
 // an MR x kcp panel, zero-padded. Applies the mask and, if `row_sums` is
 // given, adds each packed row's sum (in Acc) to it. The loop order follows
 // A's smaller stride, so reads stay sequential either way.
 template <Layout L, bool kMasked, typename T, typename Acc, typename P>
 void pack_a_panel(P* dst, int MR, const MatrixView<T>& a, const MatrixView<T>& mask, int64_t i0, int64_t p0, int64_t kc,
-                  int64_t kcp, Acc* row_sums) {
+                  int64_t kcp, Acc* row_sums, TransposeFn t8) {
   const int mr = static_cast<int>(std::min<int64_t>(MR, a.rows - i0));
   if (mr < MR || kcp > kc) std::memset(dst, 0, sizeof(P) * MR * kcp);
+  // The forward's A (the input, rows contiguous): a transpose of words.
+  if (!kMasked && !row_sums && a.cs == 1 && pack_rows_as_words<L>(dst, MR, a.data + i0 * a.rs + p0, a.rs, mr, kc, t8)) {
+    if (kc % 2 && L == Layout::KPairs)
+      for (int r = 0; r < mr; ++r) dst[packed_index<L>(kc - 1, r, MR, kcp)] = packed_value<P>(a(i0 + r, p0 + kc - 1));
+    return;
+  }
   // Both loads happen and a select picks the value: a branch on a ReLU
   // mask mispredicts half the time.
   auto value = [&](int64_t i, int64_t p) -> T {
@@ -149,26 +200,12 @@ void pack_b_panel(P* dst, int NR, const MatrixView<T>& b, int64_t p0, int64_t kc
     }
     return;
   }
-  // A weight read as B[k, n] = W[n, k]: each panel is a transpose.
+  // A weight read as B[k, n] = W[n, k]: each panel is a transpose (of
+  // words: a k pair of one column is 4 adjacent bytes).
   int64_t p_done = 0;
-  if constexpr (L == Layout::KMajor && std::is_same_v<T, float> && std::is_same_v<P, float>) {
-    if (b.rs == 1 && nr % 8 == 0 && fast && fast->transpose_8x8) {
-      p_done = kc - kc % 8;
-      for (int j = 0; j < nr; j += 8)
-        for (int64_t p = 0; p < p_done; p += 8)
-          fast->transpose_8x8(b.data + (p0 + p) + (j0 + j) * b.cs, b.cs, dst + p * NR + j, NR);
-    }
-  }
-  if constexpr (L == Layout::KPairs && std::is_same_v<P, Bf16Bits>) {
-    if (b.rs == 1) {  // a k pair of one column is 4 adjacent bytes: copy them as one
-      p_done = kc - kc % 2;
-      for (int j = 0; j < nr; ++j) {
-        const T* src = b.data + p0 + (j0 + j) * b.cs;
-        for (int64_t p = 0; p < p_done; p += 2)
-          std::memcpy(dst + packed_index<L>(p, j, NR, kcp), src + p, 2 * sizeof(P));
-      }
-    }
-  }
+  const TransposeFn t8 = word_transposer(fast);
+  if (b.rs == 1 && pack_rows_as_words<L>(dst, NR, b.data + p0 + j0 * b.cs, b.cs, nr, kc, t8))
+    p_done = L == Layout::KPairs ? kc - kc % 2 : kc;
   for (int j = 0; j < nr; ++j) {
     const T* src = b.data + p0 * b.rs + (j0 + j) * b.cs;
     for (int64_t p = p_done; p < kc; ++p) dst[packed_index<L>(p, j, NR, kcp)] = packed_value<P>(src[p * b.rs]);
@@ -284,13 +321,14 @@ void packed_gemm(const TileKernel<Acc, P>& kernel, const KernelSet<Acc>* fast, c
       scratch_space(Scratch::Packing, sizeof(P) * static_cast<size_t>(k_blocks * (a_block + b_block)) + 64, once));
   P* const packed_b = packed_a + k_blocks * a_block;
   if (row_sums) std::fill(row_sums, row_sums + M, Acc(0));
+  const TransposeFn t8 = word_transposer(fast);
   auto pack_a_panel_t = [&](int64_t t) {
     for (int64_t kb = 0; kb < k_blocks; ++kb) {
       P* dst = packed_a + kb * a_block + t * kcp_of(kb) * MR;
       if (mask) {
-        pack_a_panel<LA, true>(dst, MR, a, *mask, t * MR, kb * KC, kc_of(kb), kcp_of(kb), row_sums);
+        pack_a_panel<LA, true>(dst, MR, a, *mask, t * MR, kb * KC, kc_of(kb), kcp_of(kb), row_sums, t8);
       } else {
-        pack_a_panel<LA, false>(dst, MR, a, a, t * MR, kb * KC, kc_of(kb), kcp_of(kb), row_sums);
+        pack_a_panel<LA, false>(dst, MR, a, a, t * MR, kb * KC, kc_of(kb), kcp_of(kb), row_sums, t8);
       }
     }
   };
@@ -468,7 +506,8 @@ void gemm(const MatrixView<T>& a, const MatrixView<T>* mask, const MatrixView<T>
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
     const TileKernel<float, Bf16Bits> bf16 = bf16_kernel(isa);
     if (bf16.fn) {
-      run_tile_kernel<T, Acc, Bf16Bits>(bf16, nullptr, a, mask, b, cacc, ldacc, epilogue, row_sums, serial, store_rows);
+      run_tile_kernel<T, Acc, Bf16Bits>(bf16, &kernels, a, mask, b, cacc, ldacc, epilogue, row_sums, serial,
+                                        store_rows);
       return;
     }
   }

@@ -195,15 +195,19 @@ constexpr CpuCrossover kCrossoverAvx512Bf16{
 // The same rungs on AMD's Zen 5 (full-width 512-bit FMA units where Zen 4
 // double-pumps 256-bit ones; 48 KB L1d): measured on a 2-core AMD EPYC,
 // family 0x1A (AVX-512 with AVX512-BF16, no AMX;
-// benchmarks/results/cpu_avx512_bf16_zen5/gemm_crossover*.txt, three runs),
-// fastlayers ÷ vendor:
-//   float32 forward: 0.65-1.22x at 2^22, 0.72-1.03x from 2^24;
-//   float32 backward: 1.06-2.47x at 2^13-2^16, 1.35-2.35x from 2^19 to 2^32
-//       (at 2^24 fastlayers' backward ran 1.5x its Zen 4 time, the vendor's
-//       1.1x), so it never goes there;
-//   bfloat16 forward: 1.77-1.96x at 2^19, 0.80-1.09x at 2^22, 0.52-0.91x above;
-//   bfloat16 backward: 1.45-2.35x at 2^19, 0.82-1.00x at 2^22, 0.56-1.01x above.
-constexpr CpuCrossover kCrossoverZen5{{int64_t(1) << 23}, {kNever}, {int64_t(1) << 21}, {int64_t(1) << 22}};
+// benchmarks/results/cpu_avx512_bf16_zen5/gemm_crossover*.txt, three runs,
+// with the word-transposing packing), fastlayers ÷ vendor:
+//   float32 forward: 1.23-1.39x at 2^22, 0.96-1.04x at 2^24, 0.89-1.00x
+//       at 2^26-2^30, 0.67-0.83x at 2^32;
+//   float32 backward: 1.48-1.82x at 2^13-2^16, 1.40-3.27x from 2^19 to
+//       2^32, so it never goes there;
+//   bfloat16 forward: 0.98-2.11x at 2^22, 1.11-1.12x at 2^24, 0.78-1.11x
+//       at 2^26-2^30 (one run 0.78x, the rest 0.98-1.11x), 0.90-1.02x at
+//       2^32; timed with four rotating inputs, 0.96-1.00x at 2^26-2^30 and
+//       0.87-0.95x forward+backward (its backward on the vendor), so the
+//       vendor takes it from 2^25 as the float32 forward;
+//   bfloat16 backward: 1.31-1.86x at 2^19, 0.60-1.33x at 2^22, 0.48-1.01x above.
+constexpr CpuCrossover kCrossoverZen5{{int64_t(1) << 25}, {kNever}, {int64_t(1) << 25}, {int64_t(1) << 22}};
 // AVX-512 without AVX512-BF16: measured on a 2-core Intel Xeon @ 2.80GHz
 // (AVX-512 with VNNI, no AVX512-BF16, no AMX;
 // benchmarks/results/cpu_avx512/gemm_crossover.txt, three runs):
